@@ -1,0 +1,178 @@
+"""Command line: argparse subcommands and nothing else. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .settings import RETRIEVERS, ROOT, UserError, default_settings
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.run(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qa", description="Questions answered from a folder of news "
+                                "articles, with exact citations.")
+    sub = p.add_subparsers(dest="command")
+
+    b = sub.add_parser("build", help="index a folder of articles")
+    b.add_argument("sources", nargs="*", type=Path,
+                   help="folders or files (.txt .md .html .htm corpus.jsonl); default seeds/")
+    _common(b)
+    b.add_argument("--max-tokens", type=int, help="passage size in word pieces (default 128)")
+    b.add_argument("--overlap", type=int, help="sentences shared by consecutive passages (default 1)")
+    b.add_argument("--no-title-context", action="store_true",
+                   help="embed passages without their article title")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(run=cmd_build)
+
+    a = sub.add_parser("ask", help="answer a question with cited passages")
+    a.add_argument("question")
+    _common(a)
+    a.add_argument("--k", type=int, help="passages to return (default 5)")
+    a.add_argument("--retriever", choices=RETRIEVERS, help="default hybrid")
+    a.add_argument("--source", help="only articles from this source/publisher")
+    a.add_argument("--since", help="only articles published on or after this date (YYYY-MM-DD)")
+    a.add_argument("--until", help="only articles published on or before this date (YYYY-MM-DD)")
+    a.add_argument("--doc", help="only this article (doc_id)")
+    a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.set_defaults(run=cmd_ask)
+
+    for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench")):
+        _optional(sub, name, module)
+    return p
+
+
+def _optional(sub, name: str, module: str) -> None:
+    """Subcommands whose modules add their own arguments (`add_arguments(parser)`, `run(args)`)."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return
+    mod = __import__(module, fromlist=["add_arguments"])
+    parser = sub.add_parser(name, help=mod.__doc__.splitlines()[0] if mod.__doc__ else None)
+    mod.add_arguments(parser)
+    parser.set_defaults(run=mod.run)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=Path, help="index folder (default index/, or QA_INDEX)")
+    p.add_argument("--model", help="sentence-transformers model name or folder "
+                                   "(default all-MiniLM-L6-v2, or QA_MODEL)")
+
+
+def settings_from(args):
+    return default_settings(index_dir=getattr(args, "index", None), model=getattr(args, "model", None),
+                            max_tokens=getattr(args, "max_tokens", None),
+                            overlap=getattr(args, "overlap", None),
+                            title_context=False if getattr(args, "no_title_context", False) else None)
+
+
+def cmd_build(args) -> int:
+    from .store import build
+
+    settings = settings_from(args)
+    if settings.max_tokens < 16 or settings.overlap < 0:
+        raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
+    sources = args.sources or [ROOT / "seeds"]
+    summary = build(sources, settings, progress=not args.quiet)
+    for where, why in summary.skipped:
+        print(f"skipped {where}: {why}", file=sys.stderr)
+    for doc, first in summary.duplicates:
+        print(f"duplicate {doc}: same text as {first}, indexed once", file=sys.stderr)
+    print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
+          f"({summary.index_type}), {len(summary.skipped)} skipped, "
+          f"{len(summary.duplicates)} duplicates, {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_ask(args) -> int:
+    from .engine import QA
+    from .retrieve import Filters
+
+    settings = settings_from(args)
+    if not args.question.strip():
+        raise _usage("the question is empty; ask something, e.g. "
+                     "qa ask \"When did Dongguan apply to become an innovative city?\"")
+    for name in ("since", "until"):
+        value = getattr(args, name)
+        if value and not _is_date(value):
+            raise _usage(f"--{name} {value!r} is not a date; use YYYY-MM-DD")
+    started = time.perf_counter()
+    qa = QA.open(settings, check_model=args.model is not None)
+    if qa.index.stale:
+        print(f"warning: {settings.index_dir}/ is older than its sources; run `qa build` to "
+              f"include the changes", file=sys.stderr)
+    result = qa.ask(args.question, k=args.k, retriever=args.retriever,
+                    filters=Filters(args.source, args.since, args.until, args.doc))
+    out = qa.to_json(result)
+    if args.json:
+        print(json.dumps(out, ensure_ascii=False, indent=2))
+    else:
+        print(render(out, time.perf_counter() - started))
+    return 0
+
+
+def render(out: dict, seconds: float) -> str:
+    lines = [f"Q: {out['question']}"]
+    if out.get("resolved_question"):
+        lines.append(f"   (read as: {out['resolved_question']})")
+    for notice in out.get("notices", []):
+        lines.append(f"note: {notice}")
+    if out["answer"]:
+        a = out["answer"]
+        lines.append(f"\nA: {a['text']}  [{a['passage_rank']}]")
+        lines.append(f"   {a['title']} | {a['source'] or 'source unknown'} | {a['date'] or 'undated'}"
+                     f" | {a['doc_id']} chars {a['char_start']}-{a['char_end']} | "
+                     f"confidence {a['confidence']:.2f}")
+    else:
+        lines.append("\nA: Not in the articles. The closest passages, of low relevance:")
+    lines.append("")
+    for p in out["passages"]:
+        lines.append(f"[{p['rank']}] {p['score']:.3f}  {p['title']} ({p['source'] or '-'}, "
+                     f"{p['date'][:10] or 'undated'})  {p['doc_id']}:{p['char_start']}-{p['char_end']}")
+        lines.append(f"    {p['text']}")
+    lines.append(f"\n({seconds:.2f} s)")
+    return "\n".join(lines)
+
+
+def _is_date(value: str) -> bool:
+    import datetime
+
+    try:
+        datetime.date.fromisoformat(value[:10])
+        return True
+    except ValueError:
+        return False
+
+
+def _usage(message: str) -> UserError:
+    e = UserError(message)
+    e.exit_code = EXIT_USAGE
+    return e
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""Files -> Articles: decoding, metadata (title, date, source, author) and boilerplate removal."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .settings import UserError
+from .types import Article, Span
+
+log = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = {".txt", ".md"}
+HTML_SUFFIXES = {".html", ".htm"}
+JSONL_SUFFIXES = {".jsonl"}
+SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | JSONL_SUFFIXES
+
+# Whitespace as it appears in scraped news: NBSP, em space, ideographic space, BOM.
+WS = " \t\r\n\u00a0\u2002\u2003\u2009\u3000\ufeff"
+
+_MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?"
+DATE_PATTERNS = [
+    re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?"),
+    re.compile(r"\b\d{4}/\d{1,2}/\d{1,2}(?: \d{1,2}:\d{2})?"),
+    re.compile(rf"\b{_MONTH}\s+\d{{1,2}}\s*,\s*\d{{4}}(?:\s+\d{{1,2}}:\d{{2}})?"),
+    re.compile(rf"\b\d{{1,2}}\s+{_MONTH},?\s+\d{{4}}"),
+]
+CREDIT = re.compile(
+    r"^(author|authors|writer|reporter|revisor|reviser|editor|editors|edited by|translator|"
+    r"photo|photos|photographer|source)\s*[|:：]\s*(?P<value>.+)$", re.I)
+BYLINE = re.compile(r"^By\s+(?P<author>[^()|:]{2,60}?)\s*(?:\((?P<source>[^)]{2,60})\))?"
+                    r"(?=\s*(?:Updated|$|\d|\|))")
+SOURCE_INLINE = re.compile(r"\bSource\s*[:：|]\s*(?P<value>[^|]+?)\s*$", re.I)
+CRUMB = re.compile(r"^[^.!?]{1,40}(?:\s*>\s*[^.!?]{1,40})+$|^[A-Z][\w ]{0,20} / [A-Z][\w ]{0,20}$")
+EMAIL_ONLY = re.compile(r"^[\w.+-]+@[\w-]+(?:\.[\w-]+)+$")
+PRINT_EDITION = re.compile(r"^\([^()]*\d{1,2}/\d{1,2}/\d{2,4}\s*page\s*\d+\)$", re.I)
+CAPTION = re.compile(r"\((?:photo|photos|image|file photo)\b[^)]*\)\s*$|^(?:photo|photo by|image)\b", re.I)
+TRAILERS = {"highlights", "hot topics", "related stories", "related", "most viewed",
+            "most popular", "top news", "read more", "recommended", "editor's picks"}
+HEADER_LINES = 6  # metadata is looked for in the first lines of an article only
+
+
+@dataclass
+class IngestReport:
+    """What ingestion kept, skipped (with reasons) and found twice."""
+
+    articles: list[Article] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    files: int = 0
+
+    def skip(self, where: str, why: str) -> None:
+        log.warning("skipped %s: %s", where, why)
+        self.skipped.append((where, why))
+
+
+def ingest(sources: Iterable[Path | str]) -> IngestReport:
+    """Read every supported file below the sources into Articles.
+
+    Args:
+        sources: folders (searched recursively) or single files.
+
+    Returns:
+        An IngestReport; articles are in path order, each content and doc_id once.
+
+    Raises:
+        UserError: a source is missing, or no readable article was found.
+    """
+    report = IngestReport()
+    seen_ids: dict[str, str] = {}
+    seen_content: dict[str, str] = {}
+    for root, path in _files(sources):
+        report.files += 1
+        for article in _read(root, path, report):
+            where = article.path or str(path)
+            if article.doc_id in seen_ids:
+                report.skip(where, f"doc_id {article.doc_id!r} is already used by "
+                                   f"{seen_ids[article.doc_id]}; rename one of them")
+                continue
+            key = _content_key(article)
+            if key in seen_content:
+                log.warning("duplicate: %s has the same text as %s; indexed once",
+                            article.doc_id, seen_content[key])
+                report.duplicates.append((article.doc_id, seen_content[key]))
+                continue
+            seen_ids[article.doc_id] = where
+            seen_content[key] = article.doc_id
+            report.articles.append(article)
+    if not report.articles:
+        names = ", ".join(str(s) for s in sources)
+        raise UserError(f"no readable articles in {names} ({report.files} files looked at, "
+                        f"{len(report.skipped)} skipped); add .txt, .md, .html or corpus.jsonl "
+                        f"files and run `qa build` again")
+    return report
+
+
+def _files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise UserError("no source folder given; pass a folder of articles, e.g. `qa build seeds/`")
+    for source in sources:
+        if not source.exists():
+            raise UserError(f"source {source} does not exist; pass a folder of articles")
+        if source.is_file():
+            yield source.parent, source
+            continue
+        files = sorted(p for p in source.rglob("*")
+                       if p.is_file() and p.suffix.lower() in SUFFIXES
+                       and not any(part.startswith(".") for part in p.relative_to(source).parts))
+        yield from ((source, p) for p in files)
+
+
+def _read(root: Path, path: Path, report: IngestReport) -> Iterator[Article]:
+    suffix = path.suffix.lower()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        report.skip(str(path), f"cannot be read ({e.strerror})")
+        return
+    text = decode(data, str(path), report)
+    if text is None:
+        return
+    if suffix in JSONL_SUFFIXES:
+        yield from _read_jsonl(text, str(path), report)
+        return
+    doc_id = path.relative_to(root).with_suffix("").as_posix()
+    article = parse_html(doc_id, text) if suffix in HTML_SUFFIXES else parse_text(doc_id, text)
+    if not article.body:
+        report.skip(str(path), "no article text found (only headlines or boilerplate)")
+        return
+    yield Article(**{**article.__dict__, "path": str(path)})
+
+
+def decode(data: bytes, where: str, report: IngestReport) -> str | None:
+    """Bytes -> text: UTF-8 first, then the most likely other encoding; None if it is not text."""
+    if not data.strip():
+        report.skip(where, "empty file")
+        return None
+    if b"\x00" in data[:8192]:
+        report.skip(where, "binary file (contains NUL bytes), not an article")
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(data).best()
+    if best is None or best.chaos > 0.3:
+        report.skip(where, "not UTF-8 and no other text encoding fits; save it as UTF-8")
+        return None
+    log.warning("%s is not UTF-8; read it as %s", where, best.encoding)
+    return str(best)
+
+
+def _read_jsonl(text: str, where: str, report: IngestReport) -> Iterator[Article]:
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            doc_id, body = str(row["_id"]), row["text"]
+            if not isinstance(body, str):
+                raise TypeError("text is not a string")
+        except (ValueError, KeyError, TypeError) as e:
+            report.skip(f"{where}:{number}", f"not a corpus line with _id and text ({e})")
+            continue
+        spans = tuple(_paragraphs(body))
+        if not spans:
+            report.skip(f"{where}:{number}", "empty text")
+            continue
+        yield Article(doc_id=doc_id, text=body, title=str(row.get("title") or "").strip(),
+                      path=f"{where}:{number}", body=spans)
+
+
+def parse_text(doc_id: str, text: str) -> Article:
+    """A plain-text or Markdown article -> Article with metadata and body spans.
+
+    Metadata is read from the first lines only and never guessed: a field the article does not
+    state stays empty. Example header lines and what they give:
+        "Updated: May 18,2021"                              -> date 2021-05-18
+        "By Hao Nan (China Daily) Updated: 2018-10-23 07:55" -> author, source, date
+        "Author | Michelle" (anywhere)                     -> author
+    """
+    meta = {"title": "", "date": "", "source": "", "author": ""}
+    body: list[Span] = []
+    lines = list(_lines(text))
+    for n, (start, end) in enumerate(lines):
+        line = text[start:end]
+        header = n < HEADER_LINES and not body
+        if line.lower().rstrip(":") in TRAILERS:
+            break
+        if _metadata_line(line, meta, header):
+            continue
+        if header and not meta["title"] and not CRUMB.match(line):
+            meta["title"] = line.lstrip("# ").strip()
+            continue
+        if header and CRUMB.match(line):
+            continue
+        if _boilerplate(line, meta["title"]):
+            continue
+        body.append((start, end))
+    return Article(doc_id=doc_id, text=text, body=tuple(body), **meta)
+
+
+def parse_html(doc_id: str, html: str) -> Article:
+    """An HTML page -> Article; trafilatura finds the main text and metadata.
+
+    The article text is trafilatura's extracted text, so offsets index into that.
+    """
+    import trafilatura
+
+    doc = trafilatura.bare_extraction(html, with_metadata=True, include_comments=False,
+                                      date_extraction_params={"extensive_search": False,
+                                                              "original_date": True})
+    if doc is None:
+        return Article(doc_id=doc_id, text="")
+    found = doc.as_dict() if hasattr(doc, "as_dict") else dict(doc)
+    text = found.get("text") or ""
+    parsed = parse_text(doc_id, text)
+    title = (found.get("title") or "").strip()
+    body = tuple(s for s in parsed.body if _norm(text[s[0]:s[1]]) != _norm(title)) if title else parsed.body
+    return Article(doc_id=doc_id, text=text, body=body,
+                   title=title or parsed.title,
+                   date=_iso_date(found.get("date") or "") or parsed.date,
+                   source=(found.get("sitename") or "").strip() or parsed.source,
+                   author=(found.get("author") or "").strip() or parsed.author)
+
+
+def _metadata_line(line: str, meta: dict, header: bool) -> bool:
+    """Fill meta from a byline, credit or date line; True if the line is metadata, not body."""
+    credit = CREDIT.match(line)
+    if credit:
+        field_name, value = credit.group(1).lower(), credit.group("value").strip()
+        if field_name in {"author", "authors", "writer", "reporter"} and not meta["author"]:
+            meta["author"] = value
+        elif field_name == "source" and not meta["source"]:
+            meta["source"] = value
+        return True
+    if not header:
+        return False
+    byline = BYLINE.match(line)
+    if byline:
+        meta["author"] = meta["author"] or byline.group("author").strip()
+        meta["source"] = meta["source"] or (byline.group("source") or "").strip()
+    date = _find_date(line) if len(line) < 120 else ""
+    if date:
+        meta["date"] = meta["date"] or date
+        source = SOURCE_INLINE.search(line)
+        if source:
+            meta["source"] = meta["source"] or source.group("value").strip(WS)
+    return bool(byline or date)
+
+
+def _find_date(line: str) -> str:
+    for pattern in DATE_PATTERNS:
+        m = pattern.search(line)
+        if m:
+            return _iso_date(m.group(0))
+    return ""
+
+
+def _iso_date(value: str) -> str:
+    """'May 18,2021' -> '2021-05-18'; '2022-01-17 09:14' -> '2022-01-17T09:14'; else ''."""
+    if not value:
+        return ""
+    import dateparser
+
+    parsed = dateparser.parse(value, languages=["en"],
+                              settings={"PREFER_DAY_OF_MONTH": "first", "STRICT_PARSING": True})
+    if parsed is None:
+        return ""
+    has_time = re.search(r"\d{1,2}:\d{2}", value) is not None
+    return parsed.strftime("%Y-%m-%dT%H:%M" if has_time else "%Y-%m-%d")
+
+
+def _boilerplate(line: str, title: str) -> bool:
+    if title and _norm(line) == _norm(title):
+        return True  # a headline repeated in the body
+    if EMAIL_ONLY.match(line) or PRINT_EDITION.match(line) or CAPTION.search(line):
+        return True
+    # A short line without sentence punctuation is a caption or a label, not prose.
+    return len(line.split()) < 4 and not re.search(r"[.!?\"”:]$", line)
+
+
+def _lines(text: str) -> Iterator[Span]:
+    """Spans of the non-empty lines, with surrounding whitespace (NBSP too) left out."""
+    for m in re.finditer(r"[^\r\n]+", text):
+        start, end = m.start(), m.end()
+        while start < end and text[start] in WS:
+            start += 1
+        while end > start and text[end - 1] in WS:
+            end -= 1
+        if end > start:
+            yield start, end
+
+
+def _paragraphs(text: str) -> Iterator[Span]:
+    return _lines(text)
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
+def _content_key(article: Article) -> str:
+    body = " ".join(_norm(article.text[a:b]) for a, b in article.body)
+    return hashlib.sha256(body.encode()).hexdigest()

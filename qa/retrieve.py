@@ -1,0 +1,191 @@
+"""Question -> ranked Hits: dense (FAISS), BM25 (bm25s) and their fusion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .settings import RETRIEVERS, UserError
+from .store import Index, english_stemmer
+from .types import Hit, Passage
+
+# How many candidates each retriever hands to fusion and merging, at the least.
+MIN_CANDIDATES = 50
+# Weight of the dense score in the hybrid; tuned on the SQuAD tuning half (see README).
+HYBRID_ALPHA = 0.5
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict retrieval to some articles. Dates compare as ISO strings, day precision."""
+
+    source: str | None = None
+    since: str | None = None
+    until: str | None = None
+    doc: str | None = None
+
+    def active(self) -> bool:
+        return any((self.source, self.since, self.until, self.doc))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Raw scores of one question: per-retriever candidates before fusion and merging."""
+
+    dense: dict[int, float]
+    bm25: dict[int, float]
+
+
+class Retriever:
+    """Holds a loaded Index and an encoder; answers many questions."""
+
+    def __init__(self, index: Index, encoder, alpha: float = HYBRID_ALPHA):
+        self.index = index
+        self.encoder = encoder
+        self.alpha = alpha
+        self._doc_pids: dict[str, list[int]] = {}
+        for p in index.passages:
+            self._doc_pids.setdefault(p.doc_id, []).append(p.pid)
+
+    def search(self, question: str, k: int = 5, method: str = "hybrid",
+               filters: Filters | None = None, qvec: np.ndarray | None = None) -> list[Hit]:
+        """Top-k passages for a question, best first, near-duplicates merged.
+
+        Args:
+            question: the question text.
+            k: how many hits; more than the corpus returns every passage.
+            method: "dense", "bm25" or "hybrid".
+            filters: restrict to some articles.
+            qvec: the question's vector, when the caller already has it.
+        """
+        if method not in RETRIEVERS:
+            raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
+        if k < 1:
+            raise UserError(f"k must be at least 1, got {k}")
+        allowed = self.allowed(filters)
+        n = len(self.index.passages) if allowed is None else len(allowed)
+        if n == 0:
+            return []
+        want = min(n, max(MIN_CANDIDATES, 4 * k))
+        if method != "bm25" and qvec is None:
+            qvec = self.encoder.encode([question])[0]
+        if method == "dense":
+            ranked = self.dense(qvec, want, allowed)
+        elif method == "bm25":
+            ranked = self.bm25(question, want, allowed)
+        else:
+            ranked = fuse(self.dense(qvec, want, allowed), self.bm25(question, want, allowed),
+                          self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ qvec,
+                          bm25_of=self._bm25_of(question))
+        return merge(ranked, self.index.passages, k)
+
+    def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        import faiss
+
+        params = None
+        if allowed is not None:
+            params = (faiss.SearchParametersHNSW if self.index.manifest.get("index_type") == "HNSW"
+                      else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))
+        scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def bm25(self, question: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        scores = self.bm25_scores(question)
+        if allowed is not None:
+            masked = np.full_like(scores, -np.inf)
+            masked[allowed] = scores[allowed]
+            scores = masked
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
+
+    def bm25_scores(self, question: str) -> np.ndarray:
+        """BM25 score of every passage for the question (zeros when no word is known)."""
+        import bm25s
+
+        tokens = bm25s.tokenize([question], stopwords="en", stemmer=english_stemmer(),
+                                return_ids=False, show_progress=False)[0]
+        ids = self.index.bm25.get_tokens_ids(tokens)
+        if not ids:
+            return np.zeros(len(self.index.passages), dtype=np.float32)
+        return self.index.bm25.get_scores_from_ids(ids)
+
+    def _bm25_of(self, question: str):
+        cache: dict[str, np.ndarray] = {}
+
+        def of(pids: np.ndarray) -> np.ndarray:
+            if "all" not in cache:
+                cache["all"] = self.bm25_scores(question)
+            return cache["all"][pids]
+        return of
+
+    def allowed(self, filters: Filters | None) -> np.ndarray | None:
+        """Passage ids the filters let through, or None for all."""
+        if filters is None or not filters.active():
+            return None
+        pids: list[int] = []
+        for doc_id, article in self.index.articles.items():
+            if filters.doc and doc_id != filters.doc:
+                continue
+            if filters.source and filters.source.casefold() != article.source.casefold():
+                continue
+            day = article.date[:10]
+            if (filters.since or filters.until) and not day:
+                continue  # an undated article cannot be said to fall inside a date range
+            if filters.since and day < filters.since[:10]:
+                continue
+            if filters.until and day > filters.until[:10]:
+                continue
+            pids += self._doc_pids.get(doc_id, [])
+        return np.array(sorted(pids), dtype=np.int64)
+
+
+def fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]], alpha: float,
+         dense_of, bm25_of) -> list[tuple[int, float]]:
+    """Normalized score combination: alpha * dense + (1 - alpha) * bm25, each min-max scaled
+    over the union of both candidate lists, with every candidate scored by both retrievers.
+
+    >>> fuse([(1, .9), (2, .5)], [(2, 8.0)], .5, lambda p: np.array([.9, .5])[p - 1],
+    ...      lambda p: np.array([0., 8.])[p - 1])
+    [(2, 0.5), (1, 0.5)]
+    """
+    pids = np.array(sorted({p for p, _ in dense} | {p for p, _ in sparse}), dtype=np.int64)
+    if len(pids) == 0:
+        return []
+    combined = alpha * _minmax(np.asarray(dense_of(pids), dtype=np.float64)) + \
+        (1 - alpha) * _minmax(np.asarray(bm25_of(pids), dtype=np.float64))
+    order = np.argsort(-combined, kind="stable")
+    return [(int(pids[i]), float(combined[i])) for i in order]
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    span = x.max() - x.min()
+    return (x - x.min()) / span if span > 0 else np.zeros_like(x)
+
+
+def merge(ranked: list[tuple[int, float]], passages: list[Passage], k: int) -> list[Hit]:
+    """Best-first hits, leaving out a passage that mostly repeats a better one (overlapping
+    chunks of one article, or the same text twice)."""
+    kept: list[Passage] = []
+    hits: list[Hit] = []
+    seen_text: set[str] = set()
+    for pid, score in ranked:
+        p = passages[pid]
+        key = " ".join(p.text.lower().split())
+        if key in seen_text or any(_mostly_overlaps(p, q) for q in kept):
+            continue
+        seen_text.add(key)
+        kept.append(p)
+        hits.append(Hit(passage=p, score=score, rank=len(hits) + 1))
+        if len(hits) == k:
+            break
+    return hits
+
+
+def _mostly_overlaps(a: Passage, b: Passage) -> bool:
+    if a.doc_id != b.doc_id:
+        return False
+    shared = min(a.char_end, b.char_end) - max(a.char_start, b.char_start)
+    return shared > 0.5 * min(a.char_end - a.char_start, b.char_end - b.char_start)

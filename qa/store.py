@@ -1,0 +1,389 @@
+"""The index on disk: FAISS vectors, BM25, passages, articles and a manifest; build, save, load.
+
+An index folder holds `CURRENT`, naming the live build under `builds/`. A build is written to a
+new folder and switched in by replacing `CURRENT` atomically, so a build that fails or is killed
+leaves the previous index usable, and a reader never sees a mix of two builds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import __version__
+from .chunk import chunk
+from .ingest import IngestReport, SUFFIXES, ingest
+from .settings import Settings, UserError
+from .types import Article, Passage
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FILES = ("articles.jsonl", "passages.jsonl", "index.faiss", "bm25")
+# Exact search up to this many passages, HNSW above: see `qa bench` and the README.
+HNSW_FROM = 200_000
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
+
+
+class IndexLoadError(UserError):
+    """The index on disk is missing, corrupt, or does not fit these settings."""
+
+
+@dataclass
+class BuildSummary:
+    documents: int
+    passages: int
+    skipped: list[tuple[str, str]]
+    duplicates: list[tuple[str, str]]
+    seconds: float
+    path: Path
+    index_type: str
+
+
+@dataclass
+class Index:
+    """A loaded index: everything a question needs, read once."""
+
+    path: Path
+    manifest: dict
+    articles: dict[str, Article]
+    passages: list[Passage]
+    faiss_index: object
+    vectors: np.ndarray
+    bm25: object
+    stale: bool = False
+    doc_order: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    def embed_text(self, passage: Passage) -> str:
+        return embed_text(self.articles[passage.doc_id], passage,
+                          self.manifest["chunking"]["title_context"])
+
+
+def embed_text(article: Article, passage: Passage, title_context: bool) -> str:
+    """What the model and BM25 read for a passage: the title as context, then the verbatim text."""
+    return f"{article.title}. {passage.text}" if title_context and article.title else passage.text
+
+
+# ---------------------------------------------------------------- build
+
+def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
+          progress: bool = True) -> BuildSummary:
+    """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
+
+    Raises:
+        UserError: no articles, an unwritable index folder, or another build holding the lock.
+    """
+    started = time.perf_counter()
+    sources = [Path(s) for s in sources]
+    report = ingest(sources)  # raises before anything is written when there is nothing to index
+    root = _writable(Path(settings.index_dir))
+    with _lock(root):
+        if encoder is None:
+            from .embed import load_encoder
+
+            encoder = load_encoder(settings.model)
+        passages = _chunk_all(report.articles, encoder, settings)
+        articles = {a.doc_id: a for a in report.articles}
+        texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
+        vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
+        index_type = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": settings.model,
+            "dimension": int(encoder.dim),
+            "metric": "inner_product",
+            "normalized": True,
+            "index_type": index_type,
+            "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
+                     "ef_search": HNSW_EF_SEARCH} if index_type == "HNSW" else None,
+            "documents": len(report.articles),
+            "passages": len(passages),
+            "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
+            "sources": [str(s.resolve()) for s in sources],
+            "source_fingerprint": fingerprint(sources),
+            "package_version": __version__,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
+        }
+        target = _write_build(root, report.articles, passages, texts, vectors, manifest)
+    return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
+                        time.perf_counter() - started, target, index_type)
+
+
+def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Passage]:
+    passages: list[Passage] = []
+    for article in articles:
+        title_cost = (encoder.count_tokens([article.title + ". "])[0]
+                      if settings.title_context and article.title else 0)
+        hard = encoder.max_seq_length - 2 - title_cost  # [CLS] and [SEP]
+        if hard < 16:
+            raise UserError(f"the title of {article.doc_id} is longer than the model reads; "
+                            f"shorten it or build with --no-title-context")
+        passages += chunk(article, encoder.count_tokens, max_tokens=min(settings.max_tokens, hard),
+                          hard_limit=hard, overlap=settings.overlap, first_pid=len(passages))
+    return passages
+
+
+def _write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
+                 vectors: np.ndarray, manifest: dict) -> Path:
+    import bm25s
+
+    builds = root / "builds"
+    builds.mkdir(exist_ok=True)
+    name = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    tmp = builds / f".{name}.tmp"
+    tmp.mkdir()
+    try:
+        _write_jsonl(tmp / "articles.jsonl", (_article_row(a) for a in articles))
+        _write_jsonl(tmp / "passages.jsonl", (_passage_row(p) for p in passages))
+        faiss_index = make_faiss_index(vectors, manifest["index_type"])
+        import faiss
+
+        faiss.write_index(faiss_index, str(tmp / "index.faiss"))
+        retriever = bm25s.BM25()
+        retriever.index(tokenize(texts), show_progress=False)
+        retriever.save(str(tmp / "bm25"))
+        manifest["files"] = {f: _digest(tmp / f) for f in FILES}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        _fsync_tree(tmp)
+        final = builds / name
+        os.rename(tmp, final)
+        _replace(root / "CURRENT", f"builds/{name}\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in builds.iterdir():  # older builds and leftovers of killed builds
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def make_faiss_index(vectors: np.ndarray, index_type: str):
+    """Inner product over unit vectors: exact (Flat) or approximate (HNSW)."""
+    import faiss
+
+    dim = vectors.shape[1]
+    if index_type == "HNSW":
+        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+def tokenize(texts: list[str]):
+    """BM25 tokens: lower-cased words, English stop words out, Snowball-stemmed."""
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=english_stemmer(), show_progress=False)
+
+
+@lru_cache(maxsize=1)
+def english_stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+# ---------------------------------------------------------------- load
+
+def load(index_dir: Path | str, model: str | None = None) -> Index:
+    """Read the live build of index_dir, checking its manifest and files.
+
+    Args:
+        index_dir: the index folder.
+        model: the model the caller will encode questions with; None accepts the index's own.
+
+    Raises:
+        IndexLoadError: no index, a format or model mismatch, or a corrupt file; the message names
+            the file and the fix.
+    """
+    root = Path(index_dir)
+    rebuild = f"run `qa build --index {root}` to rebuild it"
+    current = root / "CURRENT"
+    if not current.exists():
+        raise IndexLoadError(f"no index in {root}/; run `qa build --index {root}` to build one")
+    try:
+        build_dir = root / current.read_text().strip()
+        manifest = json.loads((build_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise IndexLoadError(f"{root}/CURRENT or its manifest.json cannot be read ({e}); {rebuild}") from None
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise IndexLoadError(f"{root}/ has index format {version}, this qa {__version__} reads format "
+                          f"{FORMAT_VERSION}; {rebuild}")
+    if model is not None and model != manifest.get("model"):
+        raise IndexLoadError(f"{root}/ was built with {manifest.get('model')} but the model asked for "
+                          f"is {model}; run `qa build --index {root} --model {model}` to rebuild "
+                          f"it, or leave --model/QA_MODEL unset")
+    for name, expected in (manifest.get("files") or {}).items():
+        path = build_dir / name
+        if not path.exists() or _digest(path) != expected:
+            raise IndexLoadError(f"{path} is missing, truncated or corrupt; {rebuild}")
+    try:
+        import bm25s
+        import faiss
+
+        articles = {a.doc_id: a for a in map(_article_from_row, _read_jsonl(build_dir / "articles.jsonl"))}
+        passages = [_passage_from_row(r) for r in _read_jsonl(build_dir / "passages.jsonl")]
+        faiss_index = faiss.read_index(str(build_dir / "index.faiss"))
+        if manifest.get("index_type") == "HNSW":
+            faiss_index.hnsw.efSearch = manifest["hnsw"]["ef_search"]
+        vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
+            np.zeros((0, manifest["dimension"]), dtype=np.float32)
+        bm25 = bm25s.BM25.load(str(build_dir / "bm25"))
+    except Exception as e:  # any parse failure of our own files is a corrupt index
+        raise IndexLoadError(f"{build_dir} cannot be read ({type(e).__name__}: {e}); {rebuild}") from None
+    if len(passages) != manifest["passages"] or faiss_index.ntotal != len(passages):
+        raise IndexLoadError(f"{build_dir} holds {faiss_index.ntotal} vectors for {len(passages)} "
+                          f"passages, manifest says {manifest['passages']}; {rebuild}")
+    index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25,
+                  doc_order=list(articles))
+    index.stale = is_stale(manifest)
+    return index
+
+
+def is_stale(manifest: dict) -> bool:
+    """True when the recorded sources exist and their content changed since the build."""
+    sources = [Path(s) for s in manifest.get("sources", [])]
+    if not sources or not all(s.exists() for s in sources):
+        return False
+    return fingerprint(sources) != manifest.get("source_fingerprint")
+
+
+def fingerprint(sources: Iterable[Path]) -> str:
+    """sha256 over the relative path and content of every supported source file."""
+    h = hashlib.sha256()
+    for source in sources:
+        source = Path(source)
+        files = [source] if source.is_file() else sorted(
+            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+        for path in files:
+            rel = path.name if source.is_file() else path.relative_to(source).as_posix()
+            h.update(rel.encode() + b"\0")
+            try:
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+            except OSError:
+                h.update(b"unreadable")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- files
+
+def _article_row(a: Article) -> dict:
+    return {"doc_id": a.doc_id, "title": a.title, "date": a.date, "source": a.source,
+            "author": a.author, "path": a.path, "body": [list(s) for s in a.body], "text": a.text}
+
+
+def _article_from_row(r: dict) -> Article:
+    return Article(doc_id=r["doc_id"], text=r["text"], title=r["title"], date=r["date"],
+                   source=r["source"], author=r["author"], path=r["path"],
+                   body=tuple(tuple(s) for s in r["body"]))
+
+
+def _passage_row(p: Passage) -> dict:
+    return {"pid": p.pid, "doc_id": p.doc_id, "char_start": p.char_start, "char_end": p.char_end,
+            "sentences": [list(s) for s in p.sentences], "text": p.text}
+
+
+def _passage_from_row(r: dict) -> Passage:
+    return Passage(pid=r["pid"], doc_id=r["doc_id"], char_start=r["char_start"],
+                   char_end=r["char_end"], text=r["text"],
+                   sentences=tuple(tuple(s) for s in r["sentences"]))
+
+
+def _write_jsonl(path: Path, rows: Iterator[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _digest(path: Path) -> str:
+    """sha256 of a file, or of a folder's files in name order."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if p.is_file():
+            h.update(p.name.encode() + b"\0")
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def _replace(path: Path, content: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writable(root: Path) -> Path:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write the index to {root}/ ({e.strerror}); make it writable or "
+                        f"pass --index with a folder you can write") from None
+    return root
+
+
+@contextmanager
+def _lock(root: Path):
+    """Only one build writes an index folder at a time; a second one refuses at once."""
+    with (root / ".lock").open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `qa build` is writing {root}/ right now; wait for it to "
+                            f"finish, or build into another --index folder") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -1,0 +1,79 @@
+"""Shared fixtures: the real model and a real index of the seeds, built once per session."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+QUESTIONS = ROOT / "tests" / "questions.jsonl"
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    from qa.embed import load_encoder
+
+    return load_encoder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def seeds_index(tmp_path_factory, encoder) -> Path:
+    """A real index of seeds/, built once; tests must not modify it (copy it first)."""
+    from qa.settings import Settings
+    from qa.store import build
+
+    path = tmp_path_factory.mktemp("seeds-index")
+    build([SEEDS], Settings(index_dir=path), encoder=encoder, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(seeds_index):
+    from qa.engine import QA
+    from qa.settings import Settings
+
+    return QA.open(Settings(index_dir=seeds_index))
+
+
+@pytest.fixture(scope="session")
+def questions() -> list[dict]:
+    return [json.loads(line) for line in QUESTIONS.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+class FakeEncoder:
+    """A tiny deterministic encoder for unit tests: hashed bag of words, unit length."""
+
+    name = "fake"
+    dim = 64
+    max_seq_length = 64
+
+    def encode(self, texts, batch_size=64, progress=False):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+    def count_tokens(self, texts):
+        return [len(t.split()) for t in texts]
+
+
+@pytest.fixture
+def fake_encoder() -> FakeEncoder:
+    return FakeEncoder()
