@@ -1,0 +1,203 @@
+"""The page in headless Chromium (Playwright, /usr/bin/chromium) against real app.py servers.
+
+Screenshots go to artifacts/ (git-ignored): web_answer.png, web_followup.png, web_source.png,
+web_not_found.png, web_embed.png, web_inert.png.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from webserver import ROOT, app_server, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
+WAIT = 60_000
+QUESTION = "When did Dongguan apply to become a national innovative city?"
+UNANSWERABLE = "Who won the 1998 football World Cup?"
+EVIL_ARTICLE = """Xanadu council opens <b>library</b> <script>window.__xss_title=1</script>
+2021-05-04 10:00
+
+The Xanadu city council opened a new public library on Monday, after two years of building work.
+
+The mayor said the library cost 12 million yuan. <script>window.__xss_script=1</script> <img src=x onerror="window.__xss_img=1"> Visitors can borrow up to ten books for free.
+
+Local schools will bring pupils to the library every week. <iframe src="javascript:window.__xss_frame=1"></iframe>
+"""
+MARKERS = "() => [window.__xss_title, window.__xss_script, window.__xss_img, window.__xss_frame]"
+
+if not CHROMIUM.exists():  # pragma: no cover - CI installs Debian's chromium
+    pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+    pg = context.new_page()
+    pg.set_default_timeout(WAIT)
+    yield pg
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def server(seeds_index):
+    with app_server(seeds_index) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def evil_server(tmp_path_factory, encoder):
+    from qa.settings import Settings
+    from qa.store import build
+
+    corpus = tmp_path_factory.mktemp("evil-corpus")
+    (corpus / "xanadu.txt").write_text(EVIL_ARTICLE)
+    (corpus / "other.txt").write_text((ROOT / "seeds" / "003_fa579be8430ff762.txt").read_text())
+    index = tmp_path_factory.mktemp("evil-index")
+    build([corpus], Settings(index_dir=index), encoder=encoder, progress=False)
+    with app_server(index) as url:
+        yield url
+
+
+def ask(page, question: str, scope=None) -> None:
+    """Type a question in the page (or in `scope`, a frame or element) and wait for the reply."""
+    scope = scope or page
+    before = scope.locator("#chat .qa-msg").count()
+    scope.locator("#question textarea").fill(question)
+    scope.locator("#ask").click()
+    scope.locator("#chat .qa-msg").nth(before).wait_for()
+
+
+def test_ask_shows_answer_citation_and_sources(page, server, artifacts):
+    page.goto(server + "/")
+    ask(page, QUESTION)
+    reply = page.locator("#chat .qa-msg").last
+    assert "qa-answer" in reply.get_attribute("class")
+    text = reply.inner_text()
+    assert "ANSWER" in text.upper() and "[1]" in text
+    assert "Dongguan accredited national innovative city" in text  # the citation line
+    assert "Answered from the articles" in page.locator("#status").inner_text()
+    sources = page.locator("#sources").inner_text()
+    assert "Dongguan accredited national innovative city" in sources and "Dongguan Today" in sources
+    assert "cited" in sources
+    passages = page.locator("#passages")
+    assert passages.locator(".token.highlighted").count() > 0
+    assert "[1]" in passages.inner_text() and "score" in passages.inner_text()
+    page.screenshot(path=str(artifacts / "web_answer.png"), full_page=True)
+
+    ask(page, "And when was it approved?")
+    follow = page.locator("#chat .qa-msg").last.inner_text()
+    assert "Read as:" in follow and "Dongguan" in follow
+    page.screenshot(path=str(artifacts / "web_followup.png"), full_page=True)
+
+
+def test_opening_a_source_shows_the_article_with_the_span_highlighted(page, server, artifacts):
+    expected = httpx.get(f"{server}/api/ask", params={"question": QUESTION}, timeout=60).json()
+    second = expected["passages"][1]
+    page.goto(server + "/")
+    ask(page, QUESTION)
+    page.locator("#sources [role=gridcell]").filter(has_text=second["title"]).nth(1).click()
+    article = page.locator("#article")
+    page.wait_for_function(
+        "t => [...document.querySelectorAll('#article .token.highlighted')]"
+        ".some(e => e.innerText.includes(t))", arg=second["text"][:60])
+    highlighted = " ".join(article.locator(".token.highlighted").all_inner_texts())
+    assert second["text"][:60] in highlighted
+    whole = article.inner_text()
+    lines = [ln.strip() for ln in (ROOT / "seeds" / f"{second['doc_id']}.txt").read_text().splitlines()
+             if ln.strip()]
+    assert lines[-1] in whole and lines[2][:60] in whole  # the whole article, not the passage
+    page.screenshot(path=str(artifacts / "web_source.png"), full_page=True)
+
+
+def test_unanswerable_question_shows_the_not_found_state(page, server, artifacts):
+    page.goto(server + "/")
+    ask(page, UNANSWERABLE)
+    reply = page.locator("#chat .qa-msg").last
+    assert "qa-notfound" in reply.get_attribute("class")
+    assert "NOT IN THE ARTICLES" in reply.inner_text().upper()
+    assert "low relevance" in reply.inner_text()
+    assert page.locator("#status .qa-status-notfound").count() == 1
+    assert "low relevance" in page.locator("#sources").inner_text()
+    # It looks different from an answer: the reply's border is not the answer's.
+    styles = reply.evaluate("e => getComputedStyle(e).borderLeftStyle")
+    assert styles == "dashed"
+    page.screenshot(path=str(artifacts / "web_not_found.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def embed_site(server, tmp_path_factory):
+    """examples/embed.html pointed at the test server, served from another origin (port)."""
+    site = tmp_path_factory.mktemp("embed-site")
+    page = (ROOT / "examples" / "embed.html").read_text().replace("http://127.0.0.1:7860", server)
+    (site / "embed.html").write_text(page)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/embed.html"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_embed_page_loads_the_app_both_ways_and_answers(page, embed_site, server, artifacts):
+    outside = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith(("http://127.0.0.1", "data:", "blob:")) else None)
+    page.goto(embed_site)
+    # 1. The iframe.
+    frame = page.frame_locator("#qa-iframe")
+    ask(page, QUESTION, scope=frame)
+    assert "[1]" in frame.locator("#chat .qa-msg").last.inner_text()
+    # 2. The <gradio-app> web component, rendered inside this page.
+    component = page.locator("#qa-component gradio-app")
+    ask(page, UNANSWERABLE, scope=component)
+    assert "NOT IN THE ARTICLES" in component.locator("#chat .qa-msg").last.inner_text().upper()
+    page.screenshot(path=str(artifacts / "web_embed.png"), full_page=True)
+    assert outside == []  # no CDN: everything came from the app and the host page
+
+
+def test_script_tags_in_an_article_stay_inert(page, evil_server, artifacts):
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("dialog", lambda d: d.dismiss())
+    page.goto(evil_server + "/")
+    ask(page, "How much did the Xanadu library cost?")
+    page.locator("#sources [role=gridcell]").filter(has_text="Xanadu").first.click()
+    page.wait_for_function("() => document.querySelector('#article').innerText.includes('Xanadu')")
+    page.wait_for_timeout(1000)
+    assert page.evaluate(MARKERS) == [None, None, None, None]
+    for where in ("#passages", "#article"):
+        shown = page.locator(where).inner_text()
+        assert "<script>window.__xss_script=1</script>" in shown
+        assert '<img src=x onerror="window.__xss_img=1">' in shown
+    assert "<b>library</b>" in page.locator("#sources").inner_text()
+    # Nothing the article contains became an element or fetched anything.
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"], iframe').length") == 0
+    assert page.evaluate("() => [...document.scripts].some(s => s.text.trim().startsWith('window.__xss'))") is False
+    assert "What does the article “Xanadu council opens <b>library</b>" in page.inner_text("body")  # example
+    assert not [u for u in requests if u.rstrip("/").endswith("/x")]
+    page.screenshot(path=str(artifacts / "web_inert.png"), full_page=True)
+    # The question box is literal too.
+    ask(page, '<img src=x onerror="window.__xss_img=1"> library cost?')
+    assert '<img src=x onerror="window.__xss_img=1">' in page.locator("#chat").inner_text()
+    assert page.evaluate(MARKERS) == [None, None, None, None]
