@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -97,11 +98,8 @@ def cmd_build(args) -> int:
     if settings.max_tokens < 16 or settings.overlap < 0:
         raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
     sources = args.sources or [ROOT / "seeds"]
+    # Skipped files and duplicates were logged, by name, as they were met.
     summary = build(sources, settings, progress=not args.quiet)
-    for where, why in summary.skipped:
-        print(f"skipped {where}: {why}", file=sys.stderr)
-    for doc, first in summary.duplicates:
-        print(f"duplicate {doc}: same text as {first}, indexed once", file=sys.stderr)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
           f"({summary.index_type}), {len(summary.skipped)} skipped, "
           f"{len(summary.duplicates)} duplicates, {summary.seconds:.1f} s")
@@ -121,7 +119,7 @@ def cmd_ask(args) -> int:
         if value and not _is_date(value):
             raise _usage(f"--{name} {value!r} is not a date; use YYYY-MM-DD")
     started = time.perf_counter()
-    qa = QA.open(settings, check_model=args.model is not None)
+    qa = QA.open(settings, check_model=bool(args.model or os.environ.get("QA_MODEL")))
     if qa.index.stale:
         print(f"warning: {settings.index_dir}/ is older than its sources; run `qa build` to "
               f"include the changes", file=sys.stderr)

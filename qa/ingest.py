@@ -6,7 +6,8 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+import unicodedata
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -74,18 +75,25 @@ def ingest(sources: Iterable[Path | str]) -> IngestReport:
     report = IngestReport()
     seen_ids: dict[str, str] = {}
     seen_content: dict[str, str] = {}
-    for root, path in _files(sources):
+    for root, path in source_files(sources):
         report.files += 1
-        for article in _read(root, path, report):
+        for article in _read_safely(root, path, report):
             where = article.path or str(path)
+            if article.doc_id in seen_ids and path.suffix.lower() not in JSONL_SUFFIXES:
+                # "a.txt" beside "a.md": keep both, the later one under its name with extension
+                renamed = path.relative_to(root).as_posix()
+                log.warning("%s and %s both give doc_id %r; indexed %s as %r", seen_ids[article.doc_id],
+                            where, article.doc_id, where, renamed)
+                article = replace(article, doc_id=renamed)
             if article.doc_id in seen_ids:
                 report.skip(where, f"doc_id {article.doc_id!r} is already used by "
                                    f"{seen_ids[article.doc_id]}; rename one of them")
                 continue
             key = _content_key(article)
             if key in seen_content:
-                log.warning("duplicate: %s has the same text as %s; indexed once",
-                            article.doc_id, seen_content[key])
+                first = seen_content[key]
+                log.warning("duplicate: %s has the same text as %s; indexed once, as %s",
+                            where, seen_ids[first], first)
                 report.duplicates.append((article.doc_id, seen_content[key]))
                 continue
             seen_ids[article.doc_id] = where
@@ -99,7 +107,11 @@ def ingest(sources: Iterable[Path | str]) -> IngestReport:
     return report
 
 
-def _files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+def source_files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
+    """(source folder, file) for every supported file below the sources, in path order.
+
+    Hidden files and folders are left out. Raises UserError for no source or a missing one.
+    """
     sources = [Path(s) for s in sources]
     if not sources:
         raise UserError("no source folder given; pass a folder of articles, e.g. `qa build seeds/`")
@@ -113,6 +125,14 @@ def _files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
                        if p.is_file() and p.suffix.lower() in SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(source).parts))
         yield from ((source, p) for p in files)
+
+
+def _read_safely(root: Path, path: Path, report: IngestReport) -> Iterator[Article]:
+    """_read, but a file that breaks a parser is skipped with a warning, never the whole build."""
+    try:
+        yield from _read(root, path, report)
+    except (Exception, RecursionError) as e:  # hostile input: deep nesting, parser bugs
+        report.skip(str(path), f"cannot be parsed ({type(e).__name__}: {str(e)[:100]})")
 
 
 def _read(root: Path, path: Path, report: IngestReport) -> Iterator[Article]:
@@ -148,6 +168,10 @@ def decode(data: bytes, where: str, report: IngestReport) -> str | None:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         pass
+    western = _western(data)
+    if western is not None:
+        log.warning("%s is not UTF-8; read it as cp1252 (Windows Western)", where)
+        return western
     from charset_normalizer import from_bytes
 
     best = from_bytes(data).best()
@@ -156,6 +180,21 @@ def decode(data: bytes, where: str, report: IngestReport) -> str | None:
         return None
     log.warning("%s is not UTF-8; read it as %s", where, best.encoding)
     return str(best)
+
+
+def _western(data: bytes) -> str | None:
+    """cp1252 text that is mostly ASCII, else None.
+
+    The usual legacy encoding of English news; charset_normalizer cannot tell it from cp1250
+    on such text and would turn "Señor" into "Seńor".
+    """
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90 and 0x9D are not cp1252
+        return None
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\r\n\f" for ch in text):
+        return None
+    return text if sum(ord(ch) > 127 for ch in text) <= 0.1 * len(text) else None
 
 
 def _read_jsonl(text: str, where: str, report: IngestReport) -> Iterator[Article]:
@@ -167,7 +206,9 @@ def _read_jsonl(text: str, where: str, report: IngestReport) -> Iterator[Article
             doc_id, body = str(row["_id"]), row["text"]
             if not isinstance(body, str):
                 raise TypeError("text is not a string")
-        except (ValueError, KeyError, TypeError) as e:
+            if not doc_id.strip() or row["_id"] is None:
+                raise ValueError("_id is empty")
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             report.skip(f"{where}:{number}", f"not a corpus line with _id and text ({e})")
             continue
         spans = tuple(_paragraphs(body))

@@ -166,22 +166,26 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 
 def merge(ranked: list[tuple[int, float]], passages: list[Passage], k: int) -> list[Hit]:
-    """Best-first hits, leaving out a passage that mostly repeats a better one (overlapping
-    chunks of one article, or the same text twice)."""
+    """Best-first hits where a passage that mostly repeats a better one (overlapping chunks of
+    one article, or the same text twice) is moved behind all distinct passages, so it shows only
+    when k asks for more passages than there are distinct ones."""
     kept: list[Passage] = []
-    hits: list[Hit] = []
+    repeats: list[tuple[Passage, float]] = []
     seen_text: set[str] = set()
+    scores: list[float] = []
     for pid, score in ranked:
         p = passages[pid]
         key = " ".join(p.text.lower().split())
         if key in seen_text or any(_mostly_overlaps(p, q) for q in kept):
+            repeats.append((p, score))
             continue
         seen_text.add(key)
         kept.append(p)
-        hits.append(Hit(passage=p, score=score, rank=len(hits) + 1))
-        if len(hits) == k:
+        scores.append(score)
+        if len(kept) == k:
             break
-    return hits
+    pairs = list(zip(kept, scores)) + repeats[:max(0, k - len(kept))]
+    return [Hit(passage=p, score=s, rank=i) for i, (p, s) in enumerate(pairs, 1)]
 
 
 def _mostly_overlaps(a: Passage, b: Passage) -> bool:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import __version__
 from .chunk import chunk
-from .ingest import IngestReport, SUFFIXES, ingest
+from .ingest import IngestReport, ingest, source_files
 from .settings import Settings, UserError
 from .types import Article, Passage
 
@@ -93,12 +94,12 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
     started = time.perf_counter()
     sources = [Path(s) for s in sources]
     report = ingest(sources)  # raises before anything is written when there is nothing to index
+    if encoder is None:
+        from .embed import load_encoder
+
+        encoder = load_encoder(settings.model)  # a model that does not load writes nothing either
     root = _writable(Path(settings.index_dir))
     with _lock(root):
-        if encoder is None:
-            from .embed import load_encoder
-
-            encoder = load_encoder(settings.model)
         passages = _chunk_all(report.articles, encoder, settings)
         articles = {a.doc_id: a for a in report.articles}
         texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
@@ -143,11 +144,12 @@ def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Pas
 
 def _write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
                  vectors: np.ndarray, manifest: dict) -> Path:
-    import bm25s
+    bm25s = _bm25s()
 
     builds = root / "builds"
     builds.mkdir(exist_ok=True)
-    name = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    # Unique even for two builds by one process within a second (the app rebuilding, tests).
+    name = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{os.urandom(3).hex()}"
     tmp = builds / f".{name}.tmp"
     tmp.mkdir()
     try:
@@ -193,9 +195,17 @@ def make_faiss_index(vectors: np.ndarray, index_type: str):
 
 def tokenize(texts: list[str]):
     """BM25 tokens: lower-cased words, English stop words out, Snowball-stemmed."""
-    import bm25s
+    bm25s = _bm25s()
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=english_stemmer(), show_progress=False)
+
+
+def _bm25s():
+    """bm25s, imported with its logger (set to DEBUG on import) back at WARNING."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 @lru_cache(maxsize=1)
@@ -218,16 +228,29 @@ def load(index_dir: Path | str, model: str | None = None) -> Index:
         IndexLoadError: no index, a format or model mismatch, or a corrupt file; the message names
             the file and the fix.
     """
+    # A build that finishes while we read deletes the build we are reading: read the new one.
+    root = Path(index_dir)
+    for attempt in range(5):
+        seen = _current_name(root)
+        try:
+            return _load_once(root, model)
+        except IndexLoadError:
+            if attempt == 4 or _current_name(root) == seen:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _current_name(root: Path) -> str | None:
+    try:
+        return (root / "CURRENT").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+
+
+def _load_once(index_dir: Path, model: str | None) -> Index:
     root = Path(index_dir)
     rebuild = f"run `qa build --index {root}` to rebuild it"
-    current = root / "CURRENT"
-    if not current.exists():
-        raise IndexLoadError(f"no index in {root}/; run `qa build --index {root}` to build one")
-    try:
-        build_dir = root / current.read_text().strip()
-        manifest = json.loads((build_dir / "manifest.json").read_text())
-    except (OSError, ValueError) as e:
-        raise IndexLoadError(f"{root}/CURRENT or its manifest.json cannot be read ({e}); {rebuild}") from None
+    build_dir, manifest = _read_manifest(root, rebuild)
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise IndexLoadError(f"{root}/ has index format {version}, this qa {__version__} reads format "
@@ -236,24 +259,31 @@ def load(index_dir: Path | str, model: str | None = None) -> Index:
         raise IndexLoadError(f"{root}/ was built with {manifest.get('model')} but the model asked for "
                           f"is {model}; run `qa build --index {root} --model {model}` to rebuild "
                           f"it, or leave --model/QA_MODEL unset")
-    for name, expected in (manifest.get("files") or {}).items():
+    for name in FILES:
         path = build_dir / name
-        if not path.exists() or _digest(path) != expected:
+        try:
+            intact = path.exists() and _digest(path) == manifest["files"].get(name)
+        except OSError as e:
+            raise IndexLoadError(f"{path} cannot be read ({e.strerror}); make it readable or "
+                                 f"{rebuild}") from None
+        if not intact:
             raise IndexLoadError(f"{path} is missing, truncated or corrupt; {rebuild}")
-    try:
-        import bm25s
-        import faiss
+    bm25s = _bm25s()
+    import faiss
 
+    # Any parse failure of our own files is a corrupt index; name the file that failed.
+    with _reading(build_dir / "articles.jsonl", rebuild):
         articles = {a.doc_id: a for a in map(_article_from_row, _read_jsonl(build_dir / "articles.jsonl"))}
+    with _reading(build_dir / "passages.jsonl", rebuild):
         passages = [_passage_from_row(r) for r in _read_jsonl(build_dir / "passages.jsonl")]
+    with _reading(build_dir / "index.faiss", rebuild):
         faiss_index = faiss.read_index(str(build_dir / "index.faiss"))
         if manifest.get("index_type") == "HNSW":
             faiss_index.hnsw.efSearch = manifest["hnsw"]["ef_search"]
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
             np.zeros((0, manifest["dimension"]), dtype=np.float32)
+    with _reading(build_dir / "bm25", rebuild):
         bm25 = bm25s.BM25.load(str(build_dir / "bm25"))
-    except Exception as e:  # any parse failure of our own files is a corrupt index
-        raise IndexLoadError(f"{build_dir} cannot be read ({type(e).__name__}: {e}); {rebuild}") from None
     if len(passages) != manifest["passages"] or faiss_index.ntotal != len(passages):
         raise IndexLoadError(f"{build_dir} holds {faiss_index.ntotal} vectors for {len(passages)} "
                           f"passages, manifest says {manifest['passages']}; {rebuild}")
@@ -261,6 +291,45 @@ def load(index_dir: Path | str, model: str | None = None) -> Index:
                   doc_order=list(articles))
     index.stale = is_stale(manifest)
     return index
+
+
+MANIFEST_KEYS = ("format_version", "model", "dimension", "passages", "files")
+
+
+def _read_manifest(root: Path, rebuild: str) -> tuple[Path, dict]:
+    """CURRENT -> (the live build folder, its manifest), each failure naming the file at fault."""
+    current = root / "CURRENT"
+    if not current.exists():
+        raise IndexLoadError(f"no index in {root}/; run `qa build --index {root}` to build one")
+    try:
+        name = current.read_text(encoding="utf-8").strip()
+    except (OSError, ValueError) as e:
+        raise IndexLoadError(f"{current} cannot be read ({e}); {rebuild}") from None
+    # CURRENT names a folder under builds/ and nothing else, never a path out of the index.
+    if not re.fullmatch(r"builds/[\w-][\w.-]*", name) or name.endswith(".tmp"):
+        raise IndexLoadError(f"{current} is corrupt (it should name a build, "
+                             f"`builds/<time>-<pid>`, but holds {name[:60]!r}); {rebuild}")
+    build_dir = root / name
+    path = build_dir / "manifest.json"
+    if not build_dir.is_dir():
+        raise IndexLoadError(f"{current} names {name}, which is missing; {rebuild}")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise IndexLoadError(f"{path} is missing, truncated or corrupt ({e}); {rebuild}") from None
+    if not isinstance(manifest, dict) or not all(k in manifest for k in MANIFEST_KEYS) \
+            or not isinstance(manifest["files"], dict):
+        raise IndexLoadError(f"{path} is corrupt (it lacks {', '.join(MANIFEST_KEYS)}); {rebuild}")
+    return build_dir, manifest
+
+
+@contextmanager
+def _reading(path: Path, rebuild: str):
+    try:
+        yield
+    except Exception as e:  # a parse failure of one of our own files
+        raise IndexLoadError(f"{path} cannot be read, it is corrupt ({type(e).__name__}: "
+                             f"{str(e)[:200]}); {rebuild}") from None
 
 
 def is_stale(manifest: dict) -> bool:
@@ -272,19 +341,14 @@ def is_stale(manifest: dict) -> bool:
 
 
 def fingerprint(sources: Iterable[Path]) -> str:
-    """sha256 over the relative path and content of every supported source file."""
+    """sha256 over the relative path and content of every file ingestion reads."""
     h = hashlib.sha256()
-    for source in sources:
-        source = Path(source)
-        files = [source] if source.is_file() else sorted(
-            p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-        for path in files:
-            rel = path.name if source.is_file() else path.relative_to(source).as_posix()
-            h.update(rel.encode() + b"\0")
-            try:
-                h.update(hashlib.sha256(path.read_bytes()).digest())
-            except OSError:
-                h.update(b"unreadable")
+    for root, path in source_files(sources):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
+        try:
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        except OSError:
+            h.update(b"unreadable")
     return h.hexdigest()
 
 
