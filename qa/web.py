@@ -59,6 +59,8 @@ LOCAL_FRAME_ANCESTORS = ("http://localhost:*", "http://127.0.0.1:*", "https://lo
                          "https://127.0.0.1:*")
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ANY_SOURCE = "(all sources)"
+# Methods the /api/ routes answer themselves (405 or 404 in JSON); any other gets a JSON 405.
+STANDARD_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 
 
 @dataclass(frozen=True)
@@ -664,6 +666,11 @@ def create_app(engine, config: WebConfig | None = None):
 
     @app.middleware("http")
     async def policy(request: Request, call_next):
+        if "\x00" in request.url.path:  # no file has one; Gradio's proxy route fails with a 500
+            return JSONResponse({"error": "the path contains a NUL character"}, status_code=400)
+        if request.url.path.startswith("/api/") and request.method not in STANDARD_METHODS:
+            return JSONResponse({"error": f"method {request.method[:20]} is not allowed; use GET "
+                                          f"or POST"}, status_code=405, headers={"Allow": "GET, POST"})
         if request.url.path.startswith("/api/"):
             size = request.headers.get("content-length")
             if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
@@ -757,19 +764,27 @@ def create_app(engine, config: WebConfig | None = None):
     def ask_post(body: AskBody, user=Depends(require_user)):
         return answer(body)
 
-    @app.get("/api/health", summary="Index and model the server answers from")
+    @app.get("/api/health", summary="Index and model the server answers from",
+             responses={401: {"description": "login required"}})
     def health(user=Depends(require_user)):
         m = engine.index.manifest
         return {"status": "ok", "documents": len(engine.index.articles),
                 "passages": len(engine.index.passages), "model": m.get("model"),
                 "built_at": m.get("built_at"), "stale": bool(engine.index.stale)}
 
-    @app.api_route("/api/ask", methods=["PUT", "PATCH", "DELETE"], include_in_schema=False)
+    # Every other method gets a JSON 405, not the page's 404 (CORS preflights never reach here).
+    other = ["PUT", "PATCH", "DELETE", "TRACE", "OPTIONS"]
+
+    @app.api_route("/api/ask", methods=other, include_in_schema=False)
     def wrong_method():
         raise HTTPException(405, "use GET /api/ask?question=... or POST /api/ask with a JSON body",
                             headers={"Allow": "GET, POST"})
 
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    @app.api_route("/api/health", methods=["POST", *other], include_in_schema=False)
+    def wrong_method_health():
+        raise HTTPException(405, "use GET /api/health", headers={"Allow": "GET"})
+
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", *other],
                    include_in_schema=False)
     def unknown(rest: str):
         raise HTTPException(404, f"no API route /api/{rest}; see /openapi.json")
