@@ -1,0 +1,61 @@
+"""qa bench: the pure helpers, and one real run at a tiny size (not a timed test)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qa.bench import parse_sizes, percentiles, recall_at, seed_corpus
+from qa.cli import main
+
+
+def test_seed_corpus_is_distinct_deterministic_and_sized():
+    rows = seed_corpus(300)
+    assert len(rows) == 300
+    assert len({r["text"] for r in rows}) == 300 and len({r["_id"] for r in rows}) == 300
+    assert rows == seed_corpus(300)
+    assert rows != seed_corpus(300, seed=1)
+    assert all(r["title"] and len(r["text"].split()) >= 8 for r in rows)
+
+
+@pytest.mark.parametrize("text, expected", [("1000,10000", [1000, 10000]), ("10k, 1e5", [10000, 100000])])
+def test_parse_sizes(text, expected):
+    assert parse_sizes(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "ten", "10"])
+def test_parse_sizes_refuses(text):
+    with pytest.raises(Exception, match="sizes"):
+        parse_sizes(text)
+
+
+def test_percentiles_nearest_rank():
+    seconds = [i / 1000 for i in range(1, 101)]  # 1..100 ms
+    assert percentiles(seconds) == {"p50_ms": 50.0, "p95_ms": 95.0, "p99_ms": 99.0}
+
+
+def test_recall_against_exact():
+    exact = np.array([[1, 2, 3], [4, 5, 6]])
+    approx = np.array([[3, 2, 9], [4, 5, 6]])
+    assert recall_at(exact, approx, k=3) == pytest.approx((2 / 3 + 1) / 2, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_bench_runs_at_a_tiny_size(tmp_path, capsys):
+    rc = main(["bench", "--sizes", "150", "--rounds", "10", "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    retrievers = {(r["retriever"], r["index_type"]) for r in rows}
+    assert retrievers == {("bm25", "-"), ("dense", "Flat"), ("dense", "HNSW"),
+                          ("hybrid+answer", "Flat"), ("hybrid+answer", "HNSW")}
+    for r in rows:
+        assert r["passages"] >= 150 and r["chosen_index"] == "Flat"
+        assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
+        assert r["build_passages_per_s"] > 0 and r["encode_passages_per_s"] > 0
+        assert r["peak_rss_mb"] > 100 and r["index_mb"] > 0
+        assert r["faiss_search"]["Flat"]["recall_at_10"] == 1.0
+        assert 0 <= r["faiss_search"]["HNSW"]["recall_at_10"] <= 1
+    assert (tmp_path / "latency_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "bench.json").read_text()) == rows
