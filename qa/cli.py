@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(run=cmd_ask)
 
-    for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench")):
+    for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench"),
+                         ("calibrate", "qa.calibrate")):
         _optional(sub, name, module)
     return p
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from pathlib import Path
 
-from .answer import Calibration, pick
+from .answer import Calibration, Picker
 from .followup import resolve
 from .retrieve import Filters, Retriever
 from .settings import MAX_QUESTION_CHARS, RETRIEVERS, Settings, UserError, default_settings
@@ -30,6 +30,7 @@ class QA:
         self.settings = settings
         self.retriever = Retriever(index, encoder)
         self.calibration = Calibration.from_manifest(index.manifest)
+        self.picker = Picker(index, self.calibration)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_model: bool = False) -> QA:
@@ -70,15 +71,15 @@ class QA:
             raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
         resolved = resolve(question, history or [])
         qvec = self.encoder.encode([resolved])[0]
-        hits = self.retriever.search(resolved, k=k, method=method, filters=filters, qvec=qvec)
+        # The answer picker re-orders the top passages, so fetch at least that many.
+        hits = self.retriever.search(resolved, k=max(k, self.calibration.passages), method=method,
+                                     filters=filters, qvec=qvec)
         if not hits:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
-        dense_top = float(max(self.index.vectors[[h.passage.pid for h in hits[:3]]] @ qvec))
-        answer, confidence = pick(resolved, qvec, hits, self.index, self.encoder,
-                                  self.calibration, dense_top)
-        abstained = answer is None or confidence < self.calibration.threshold
-        return Result(question, tuple(hits), None if abstained else answer, abstained,
-                      round(confidence, 4), resolved, tuple(notices))
+        picked = self.picker.pick(resolved, qvec, hits)
+        abstained = picked.answer is None or picked.confidence < self.calibration.threshold
+        return Result(question, picked.hits[:k], None if abstained else picked.answer, abstained,
+                      round(picked.confidence, 4), resolved, tuple(notices))
 
     def to_json(self, result: Result, *, with_candidate: bool = False) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""

@@ -1,0 +1,183 @@
+"""Answer snippets: question types, entity spans, exact offsets, citations, runs, abstention."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
+                       entity_span, question_type, stems)
+from qa.calibrate import choose_threshold, fit_listwise
+from qa.store import load
+
+
+@pytest.mark.parametrize("question,kind", [
+    ("How many high-tech companies were there in Foshan?", "number"),
+    ("How much money did Foshan spend?", "number"),
+    ("What percentage of firms were high-tech?", "number"),
+    ("When was Dongguan's application approved?", "date"),
+    ("In which year did Foshan stage the expo?", "date"),
+    ("What year did it open?", "date"),
+    ("Who was the party secretary of Foshan?", "person"),
+    ("Which agency announced the result?", "person"),
+    ("Where is the Sino-German zone?", "place"),
+    ("Which city also passed the evaluation?", "place"),
+    ("What metaphor describes the title?", None),
+    ("", None),
+])
+def test_question_type(question, kind):
+    assert question_type(question) == kind
+
+
+@pytest.mark.parametrize("sentence,kind,question,expected", [
+    ("Revenue grew 17.16 percent in 2020.", "number", "How fast did revenue grow in 2020?",
+     "17.16 percent"),
+    ("There were 5,718 high-tech enterprises in 2020.", "number", "How many in 2020?", "5,718"),
+    ("It was approved on December 31, 2021 by the ministry.", "date", "When was it approved?",
+     "December 31, 2021"),
+    ("Dongguan applied in June 2017 to the ministry.", "date", "When did Dongguan apply?",
+     "June 2017"),
+    ("The plan was drafted by Xie Shaofeng, an official.", "person", "Who drafted the plan?",
+     "Xie Shaofeng"),
+    ("The zone is in Sanlongwan, Foshan.", "place", "Where is the zone in Foshan?", "Sanlongwan"),
+    # what the question already names is no answer
+    ("In 2020 the zone grew.", "date", "What happened in 2020?", None),
+    ("No figure here at all.", "number", "How many?", None),
+    ("Anything at all 42.", None, "Why?", None),
+    ("", "number", "How many?", None),
+])
+def test_entity_span(sentence, kind, question, expected):
+    span = entity_span(sentence, kind, question)
+    assert (sentence[span[0]:span[1]] if span else None) == expected
+
+
+def test_stems_drop_stop_and_question_words():
+    assert stems("How many companies were there?") == ["compani"]
+    assert stems("?!") == [] and stems("") == []
+
+
+def test_packaged_calibration_is_complete_json():
+    c = json.loads(PACKAGED_CALIBRATION.read_text())
+    cal = Calibration.from_dict(c)
+    assert set(cal.sentence["weights"]) == set(SENTENCE_FEATURES)
+    assert set(cal.confidence["weights"]) == set(CONFIDENCE_FEATURES)
+    assert 0 < cal.threshold < 1 and cal.passages >= 1 and cal.max_run >= 1
+
+
+def test_an_old_manifest_without_the_block_uses_the_packaged_calibration():
+    assert Calibration.from_manifest({}) == Calibration.from_dict(json.loads(
+        PACKAGED_CALIBRATION.read_text()))
+
+
+def test_fit_listwise_learns_which_feature_marks_the_answer():
+    rng = np.random.default_rng(0)
+    X, y, g = [], [], []
+    for q in range(200):
+        feats = rng.random((5, 2))
+        best = int(np.argmax(feats[:, 0]))  # feature 0 decides, feature 1 is noise
+        X += feats.tolist()
+        y += [int(i == best) for i in range(5)]
+        g += [q] * 5
+    w = fit_listwise(np.array(X), np.array(y), np.array(g), ("signal", "noise"))["weights"]
+    assert w["signal"] > 5 * abs(w["noise"])
+
+
+def test_choose_threshold_keeps_wrong_abstentions_within_the_limit():
+    conf = np.array([.1, .2, .3, .4, .5, .6, .7, .8, .9, .95, .05, .15])
+    answerable = np.array([True] * 10 + [False] * 2)
+    t = choose_threshold(conf, answerable, 0.1)  # one of ten may fall below
+    assert (conf[answerable] < t).sum() == 1
+    assert .1 < t <= .2
+
+
+# ---------------------------------------------------------------- real model, real index
+
+def test_the_manifest_carries_the_calibration(seeds_index):
+    m = load(seeds_index).manifest
+    assert m["answer"] == json.loads(PACKAGED_CALIBRATION.read_text())
+
+
+@pytest.mark.parametrize("retriever", ["dense", "bm25", "hybrid"])
+def test_every_snippet_is_verbatim_with_its_citation(engine, questions, retriever):
+    for q in questions:
+        r = engine.ask(q["question"], retriever=retriever)
+        a = r.answer
+        assert 0.0 <= r.confidence <= 1.0
+        if r.abstained:
+            assert a is None
+            continue
+        article = engine.index.articles[a.doc_id]
+        assert article.text[a.char_start:a.char_end] == a.text, q["id"]
+        hit = r.hits[a.passage_rank - 1]
+        assert hit.passage.doc_id == a.doc_id
+        assert hit.passage.char_start <= a.char_start < a.char_end <= hit.passage.char_end
+        if a.highlight:
+            assert a.char_start <= a.highlight[0] < a.highlight[1] <= a.char_end
+        j = engine.to_json(r)["answer"]
+        assert {"text", "doc_id", "title", "date", "source", "char_start", "char_end",
+                "passage_rank", "confidence", "highlight"} <= set(j)
+
+
+def test_the_answer_comes_from_the_first_passage_and_highlights_the_number(engine):
+    r = engine.ask("How many valid patents did the Foshan high-tech zone hold in 2020?")
+    assert not r.abstained and "92,000" in r.answer.text
+    assert r.answer.passage_rank == 1
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]].startswith("92,000")
+    assert [h.rank for h in r.hits] == list(range(1, len(r.hits) + 1))
+
+
+def test_a_date_question_highlights_the_date(engine):
+    r = engine.ask("When was Dongguan's application approved?")
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]] == "April 2018"
+
+
+def test_k_one_still_cites_rank_one(engine):
+    r = engine.ask("What metaphor is used for Dongguan's national innovative city title?", k=1)
+    assert len(r.hits) == 1
+    assert r.abstained or r.answer.passage_rank == 1
+
+
+@pytest.mark.parametrize("question", [
+    "Which country won the 2022 FIFA World Cup?",
+    "What is the boiling point of water at sea level in degrees Fahrenheit?",
+    "Quelle est la population de la France ?",
+    "日本の首都はどこですか",
+    "the of and is to",
+    "?!?! ... ;;;",
+    "<script>alert('x')</script>",
+    "<b>Wer</b> hat <i>das</i> gesagt?",
+])
+def test_off_topic_and_bad_input_abstain_with_a_normal_response(engine, question):
+    r = engine.ask(question)
+    assert r.abstained and r.answer is None
+    out = engine.to_json(r)
+    assert out["abstained"] is True and out["answer"] is None
+    assert all(p["low_relevance"] for p in out["passages"])
+
+
+def test_rescore_keeps_scores_falling_down_the_list():
+    from qa.answer import rescore
+    from qa.types import Hit, Passage
+
+    def h(pid, score):
+        return Hit(Passage(pid, "d", 0, 1, "x"), score, pid)
+    # two re-ordered passages, then the retriever's tail where merge put a repeat (.8) last
+    got = rescore([h(2, .3), h(1, .9)], {1: -1.0, 2: 1.0}, [h(3, .6), h(4, .3), h(5, .8)])
+    assert [x.passage.pid for x in got] == [2, 1, 3, 4, 5]
+    assert [x.rank for x in got] == [1, 2, 3, 4, 5]
+    scores = [x.score for x in got]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert scores[0] == pytest.approx(1 / (1 + np.exp(-1.0)))
+    assert rescore([], {}, []) == []
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_ask_scores_fall_with_rank(engine, k):
+    r = engine.ask("How large was Foshan's total industrial output in 2017?", k=k)
+    scores = [h.score for h in r.hits]
+    assert len(r.hits) == min(k, len(engine.index.passages))
+    assert scores == sorted(scores, reverse=True)
