@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-import httpx
+from qa.soak import free_port, serve  # noqa: F401  (free_port is used by the browser tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_SECONDS = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -34,34 +25,7 @@ def app_server(index: Path, *args: str, env: dict | None = None,
         env: extra environment variables (e.g. QA_AUTH).
         auth: credentials for the readiness probe when the server requires a login.
     """
-    port = free_port()
-    log = index.parent / f"server-{port}.log"
-    full_env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-                             "PYTHONUNBUFFERED": "1"} | (env or {})
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--index", str(index),
-                                 "--port", str(port), "--quiet", *args],
-                                cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/api/health", auth=auth, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py did not answer within {STARTUP_SECONDS} s:\n"
-                                   f"{log.read_text()}")
-            time.sleep(0.5)
+    log = index.parent / f"server-{os.getpid()}-{time.monotonic_ns()}.log"
+    with serve(index, *args, log=log, env=env, auth=auth,
+               startup_seconds=STARTUP_SECONDS) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
