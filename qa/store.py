@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 FILES = ("articles.jsonl", "passages.jsonl", "index.faiss", "bm25")
 # Exact search up to this many passages, HNSW above: see `qa bench` and the README.
-HNSW_FROM = 50_000
+HNSW_FROM = 200_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
 
