@@ -81,7 +81,7 @@ class QA:
         return Result(question, picked.hits[:k], None if abstained else picked.answer, abstained,
                       round(picked.confidence, 4), resolved, tuple(notices))
 
-    def to_json(self, result: Result, *, with_candidate: bool = False) -> dict:
+    def to_json(self, result: Result) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""
         out = {
             "question": result.question,

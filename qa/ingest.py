@@ -211,7 +211,7 @@ def _read_jsonl(text: str, where: str, report: IngestReport) -> Iterator[Article
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             report.skip(f"{where}:{number}", f"not a corpus line with _id and text ({e})")
             continue
-        spans = tuple(_paragraphs(body))
+        spans = tuple(_lines(body))  # one paragraph a line
         if not spans:
             report.skip(f"{where}:{number}", "empty text")
             continue
@@ -339,10 +339,6 @@ def _lines(text: str) -> Iterator[Span]:
             end -= 1
         if end > start:
             yield start, end
-
-
-def _paragraphs(text: str) -> Iterator[Span]:
-    return _lines(text)
 
 
 def _norm(s: str) -> str:
