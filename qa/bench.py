@@ -5,6 +5,7 @@ is that size's own):
 
 1. a corpus of about that many passages: made from the seeds (each passage 2-3 seed sentences
    drawn at random, numbers varied, every text distinct), or the first documents of a BEIR corpus;
+   the size `seeds` is the bundled articles themselves, as `qa build` indexes them;
 2. `qa build` of it (`store.build`, model already loaded), timed, against bare
    `SentenceTransformer.encode` of the very same passage texts;
 3. in-process latency per question (warm) of dense, bm25, and hybrid + answer snippet
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from .settings import ROOT, Settings, UserError
 
-DEFAULT_SIZES = "1000,10000,100000"
+DEFAULT_SIZES = "seeds,1000,10000,100000"
 QUESTIONS = ROOT / "tests" / "questions.jsonl"
 SEEDS = ROOT / "seeds"
 WARMUP = 5
@@ -184,25 +185,28 @@ def disk_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def measure(size: int, beir: Path | None, rounds: int, bare_sample: int | None,
+def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | None,
             workdir: str) -> list[dict]:
-    """Every figure of one corpus size; runs in its own process. One dict per retriever row."""
+    """Every figure of one corpus size (or "seeds"); runs in its own process. One dict per
+    retriever row."""
     from .embed import load_encoder
     from .engine import QA
     from .store import load, make_faiss_index
 
     log = lambda msg: print(f"[bench {size}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    rows = beir_corpus(beir, size) if beir else seed_corpus(size)
     folder = Path(tempfile.mkdtemp(prefix=f"qa-bench-{size}-", dir=workdir))
     try:
-        corpus = folder / "corpus.jsonl"
-        with corpus.open("w", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        if size == "seeds":
+            corpus, beir = SEEDS, None  # the real articles, timed with their own questions
+        else:
+            corpus = folder / "corpus.jsonl"
+            with corpus.open("w", encoding="utf-8") as f:
+                for r in beir_corpus(beir, size) if beir else seed_corpus(size):
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
         encoder = load_encoder(Settings().model)
         encoder.encode(["warm up the model"] * 8)
         settings = Settings(index_dir=folder / "index")
-        log(f"building {len(rows)} documents")
+        log(f"building {corpus}")
         from .store import build
 
         summary = build([corpus], settings, encoder=encoder, progress=False)
@@ -245,7 +249,8 @@ def measure(size: int, beir: Path | None, rounds: int, bare_sample: int | None,
         ann = ann_figures(index.vectors, qvecs, rounds)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         common = {
-            "size": size, "corpus": str(beir) if beir else "seeds (synthetic)",
+            "size": size, "corpus": (str(beir) if beir else "seeds (synthetic)"
+                                     if size != "seeds" else "seeds (the bundled articles)"),
             "documents": summary.documents, "passages": passages, "chosen_index": chosen,
             "build_s": round(summary.seconds, 2), "build_passages_per_s": round(build_rate, 1),
             "encode_passages": len(texts),
@@ -349,7 +354,8 @@ def add_arguments(p) -> None:
                      "p50/p95/p99, peak memory, index size, and exact vs approximate FAISS search, "
                      "at each corpus size. Each size runs in a fresh process.")
     p.add_argument("--sizes", default=DEFAULT_SIZES,
-                   help=f"passage counts, comma separated (default {DEFAULT_SIZES})")
+                   help=f"passage counts, comma separated; 'seeds' is the bundled articles "
+                        f"(default {DEFAULT_SIZES})")
     p.add_argument("--beir", type=Path, metavar="DIR",
                    help="take the corpus and queries from a BEIR folder (default: made from the seeds)")
     p.add_argument("--json", action="store_true",
@@ -362,15 +368,19 @@ def add_arguments(p) -> None:
                    help="folder for bench.json, bench.md and latency_vs_size.png (default qa-bench/)")
 
 
-def parse_sizes(text: str) -> list[int]:
-    """'1000,10k,1e5' -> [1000, 10000, 100000]."""
-    out = []
+def parse_sizes(text: str) -> list[int | str]:
+    """'seeds,1000,10k,1e5' -> ['seeds', 1000, 10000, 100000]."""
+    out: list[int | str] = []
     for part in text.split(","):
         part = part.strip().lower()
+        if part == "seeds":
+            out.append(part)
+            continue
         try:
             value = int(float(part[:-1]) * 1000) if part.endswith("k") else int(float(part))
         except ValueError:
-            raise UserError(f"--sizes {text!r}: {part!r} is not a number; e.g. --sizes 1000,10000") from None
+            raise UserError(f"--sizes {text!r}: {part!r} is neither a number nor 'seeds'; "
+                            f"e.g. --sizes seeds,1000,10000") from None
         if value < 50:
             raise UserError(f"--sizes: {value} is too small; use at least 50 passages")
         out.append(value)

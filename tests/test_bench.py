@@ -20,12 +20,13 @@ def test_seed_corpus_is_distinct_deterministic_and_sized():
     assert all(r["title"] and len(r["text"].split()) >= 8 for r in rows)
 
 
-@pytest.mark.parametrize("text, expected", [("1000,10000", [1000, 10000]), ("10k, 1e5", [10000, 100000])])
+@pytest.mark.parametrize("text, expected", [("1000,10000", [1000, 10000]), ("10k, 1e5", [10000, 100000]),
+                                                 ("seeds,1k", ["seeds", 1000])])
 def test_parse_sizes(text, expected):
     assert parse_sizes(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "ten", "10"])
+@pytest.mark.parametrize("text", ["", "ten", "10", "seed"])
 def test_parse_sizes_refuses(text):
     with pytest.raises(Exception, match="sizes"):
         parse_sizes(text)
@@ -43,15 +44,23 @@ def test_recall_against_exact():
 
 
 @pytest.mark.slow
-def test_bench_runs_at_a_tiny_size(tmp_path, capsys):
-    rc = main(["bench", "--sizes", "150", "--rounds", "10", "--out", str(tmp_path), "--json"])
+def test_bench_runs_at_a_tiny_size_and_on_the_seeds(tmp_path, capsys, engine):
+    rc = main(["bench", "--sizes", "seeds,150", "--rounds", "10", "--out", str(tmp_path), "--json"])
     assert rc == 0
     rows = json.loads(capsys.readouterr().out)
-    retrievers = {(r["retriever"], r["index_type"]) for r in rows}
-    assert retrievers == {("bm25", "-"), ("dense", "Flat"), ("dense", "HNSW"),
-                          ("hybrid+answer", "Flat"), ("hybrid+answer", "HNSW")}
+    by_size = {}
     for r in rows:
-        assert r["passages"] >= 150 and r["chosen_index"] == "Flat"
+        by_size.setdefault(r["size"], set()).add((r["retriever"], r["index_type"]))
+    assert list(by_size) == ["seeds", 150]
+    for retrievers in by_size.values():
+        assert retrievers == {("bm25", "-"), ("dense", "Flat"), ("dense", "HNSW"),
+                              ("hybrid+answer", "Flat"), ("hybrid+answer", "HNSW")}
+    seeds = [r for r in rows if r["size"] == "seeds"]
+    assert {r["passages"] for r in seeds} == {len(engine.index.passages)}
+    assert {r["documents"] for r in seeds} == {5}
+    for r in rows:
+        assert r["chosen_index"] == "Flat"
+        assert r["size"] == "seeds" or r["passages"] >= 150
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert r["build_passages_per_s"] > 0 and r["encode_passages_per_s"] > 0
         assert r["peak_rss_mb"] > 100 and r["index_mb"] > 0
