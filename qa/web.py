@@ -644,6 +644,8 @@ def create_app(engine, config: WebConfig | None = None):
     gate = Gate(config.max_running, config.max_waiting, config.wait_seconds)
     users = dict(config.users)
     app = FastAPI(
+        # No Swagger/ReDoc pages: they load their scripts from a CDN and would be blank offline.
+        docs_url=None, redoc_url=None,
         title="qa: ask the articles", version=__version__,
         description="Questions answered from a folder of news articles, with exact citations. "
                     "`/api/ask` returns the object that `qa ask --json` prints; errors are "

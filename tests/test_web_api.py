@@ -201,6 +201,14 @@ def test_openapi_schema_lists_the_api(server):
                                        "until", "doc"}
 
 
+def test_no_swagger_page_that_would_need_a_cdn(server):
+    """FastAPI's /docs and /redoc load their scripts from a CDN; offline they were blank pages."""
+    for path in ("/docs", "/redoc"):
+        r = httpx.get(f"{server}{path}", timeout=30)
+        assert r.status_code == 404, path
+        assert "cdn.jsdelivr.net" not in r.text
+
+
 def test_gradio_client_ask_endpoint(server):
     from gradio_client import Client
 
