@@ -3,7 +3,8 @@
     >>> from qa.engine import QA
     >>> qa = QA.open()                       # index/ and the default model
     >>> result = qa.ask("When was Dongguan's application approved?")
-    >>> result.answer.text, result.answer.doc_id
+    >>> result.answer.doc_id, result.answer.text.startswith("In April 2018")
+    ('003_fa579be8430ff762', True)
 """
 
 from __future__ import annotations
