@@ -42,11 +42,6 @@ class Retriever:
     """Holds a loaded Index and an encoder; answers many questions."""
 
     def __init__(self, index: Index, encoder, alpha: float = HYBRID_ALPHA):
-        import faiss
-
-        # One question at a time: FAISS's OpenMP threads cost more than they save (measured 25 ms
-        # with 1 thread against 94 ms with 2 for a Flat search of 100k passages, see README).
-        faiss.omp_set_num_threads(1)
         self.index = index
         self.encoder = encoder
         self.alpha = alpha
@@ -93,7 +88,16 @@ class Retriever:
         if allowed is not None:
             params = (faiss.SearchParametersHNSW if self.index.manifest.get("index_type") == "HNSW"
                       else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))
-        scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
+        # One question at a time: FAISS's OpenMP threads cost more than they save (measured 25 ms
+        # with 1 thread against 94 ms with 2 for a Flat search of 100k passages, see README).
+        # torch shares the OpenMP runtime, and the setting belongs to the calling thread, so it
+        # is put back at once: left at 1, it made encoding each question 3 ms slower.
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
+        finally:
+            faiss.omp_set_num_threads(threads)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def bm25(self, question: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:

@@ -152,3 +152,18 @@ def test_bad_method_or_k_is_a_user_error(retriever, method, k):
 def test_unknown_or_stop_words_do_not_break_bm25(retriever, question):
     assert len(retriever.search(question, k=3, method="bm25")) <= 3
     assert len(retriever.search(question, k=3, method="hybrid")) == 3
+
+
+def test_dense_search_leaves_the_callers_openmp_threads_alone(engine):
+    """FAISS searches one question with one OpenMP thread, but torch shares that setting: left at
+    1 it slowed every question's encoding by about 3 ms. The caller's setting comes back."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        r = Retriever(engine.index, engine.encoder)
+        hits = r.search("When was Dongguan's application approved?", k=3, method="dense")
+        assert hits and faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
