@@ -131,14 +131,20 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
 
     >>> entity_span("Revenue grew 17.16 percent in 2020.", "number", "How fast did it grow in 2020?")
     (13, 26)
+    >>> entity_span("On May 17, 2021, it sold 87.6 billion yuan abroad.", "number", "How much was sold?")
+    (25, 37)
     """
     if kind is None:
         return None
     asked = {w.lower() for w in _WORD.findall(question)} | set(stems(question))
     first_word_end = len(sentence.split(" ", 1)[0])
+    # A date is no amount: "how much ..." is not answered by the 17 of "May 17" or by "2019".
+    dates = ([m.span() for m in ENTITY["date"].finditer(sentence)] if kind == "number" else [])
     for m in ENTITY[kind].finditer(sentence):
         text = m.group(0).strip()
         if not text or not any(ch.isalnum() for ch in text):
+            continue
+        if any(a <= m.start() < b for a, b in dates):
             continue
         words = {w.lower() for w in _WORD.findall(text)}
         if words and (words <= asked or set(english_stemmer().stemWords(list(words))) <= asked):
