@@ -10,7 +10,7 @@ is that size's own):
    `SentenceTransformer.encode` of the very same passage texts;
 3. in-process latency per question (warm) of dense, bm25, and hybrid + answer snippet
    (`QA.ask`), with the index type the store chose and with the other one (Flat <-> HNSW);
-4. raw FAISS search: exact Flat against HNSW and IVF, each approximate index's recall@10
+4. raw FAISS search (one query, one thread, as the retriever searches): exact Flat against HNSW and IVF, each approximate index's recall@10
    against exact search, and its build time;
 5. peak RSS of the process and the index size on disk.
 """
@@ -152,7 +152,8 @@ def recall_at(exact_ids, approx_ids, k: int = 10) -> float:
 
 
 def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
-    """Raw FAISS search of one query at a time: Flat vs HNSW vs IVF, with recall@10 vs Flat."""
+    """Raw FAISS search of one query at a time on one OpenMP thread, as the retriever searches:
+    Flat vs HNSW vs IVF, with recall@10 vs Flat."""
     import faiss
 
     from .store import HNSW_M, make_faiss_index
@@ -173,7 +174,12 @@ def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
             params = {"M": HNSW_M, "ef_search": index.hnsw.efSearch} if kind == "HNSW" else {}
         build_s = time.perf_counter() - started
         _, ids = index.search(queries, 10)
-        lat = timed(lambda q: index.search(q.reshape(1, -1), 10), list(queries), rounds)
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)  # as the retriever searches (see Retriever.dense)
+        try:
+            lat = timed(lambda q: index.search(q.reshape(1, -1), 10), list(queries), rounds)
+        finally:
+            faiss.omp_set_num_threads(threads)
         out[kind] = {"build_s": round(build_s, 3), "ids": ids, "params": params, **percentiles(lat)}
     exact = out["Flat"]["ids"]
     for kind, figures in out.items():
@@ -286,7 +292,7 @@ def table(rows: list[dict]) -> str:
             ann_body.append([f"{r['passages']:,}", kind, f"{f['build_s']:.2f}", f"{f['p50_ms']:.3f}",
                              f"{f['p99_ms']:.3f}", f"{f['recall_at_10']:.4f}",
                              " ".join(f"{k}={v}" for k, v in f["params"].items()) or "-"])
-    return _markdown(head, body) + "\n\nraw FAISS search, one query at a time (top 10)\n\n" + \
+    return _markdown(head, body) + "\n\nraw FAISS search, one query at a time on one thread (top 10)\n\n" + \
         _markdown(ann_head, ann_body)
 
 
