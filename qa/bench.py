@@ -10,8 +10,8 @@ is that size's own):
    `SentenceTransformer.encode` of the very same passage texts;
 3. in-process latency per question (warm) of dense, bm25, and hybrid + answer snippet
    (`QA.ask`), with the index type the store chose and with the other one (Flat <-> HNSW);
-4. raw FAISS search (one query, one thread, as the retriever searches): exact Flat against HNSW and IVF, each approximate index's recall@10
-   against exact search, and its build time;
+4. raw FAISS search (one query, one thread, as the retriever searches): exact Flat against
+   HNSW and IVF, each approximate index's recall@10 against exact search, and its build time;
 5. peak RSS of the process and the index size on disk.
 """
 
