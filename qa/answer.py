@@ -136,7 +136,7 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
     """
     if kind is None:
         return None
-    asked = {w.lower() for w in _WORD.findall(question)} | set(stems(question))
+    asked = _asked(question)
     first_word_end = len(sentence.split(" ", 1)[0])
     # A date is no amount: "how much ..." is not answered by the 17 of "May 17" or by "2019".
     dates = ([m.span() for m in ENTITY["date"].finditer(sentence)] if kind == "number" else [])
@@ -154,6 +154,12 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
         return start, start + len(text)
     return None
+
+
+@lru_cache(maxsize=64)
+def _asked(question: str) -> frozenset[str]:
+    """The question's words and stems; one question is checked against many sentences."""
+    return frozenset({w.lower() for w in _WORD.findall(question)} | set(stems(question)))
 
 
 def rescore(order: list[Hit], best_of: dict[int, float], rest: list[Hit]) -> list[Hit]:
@@ -224,6 +230,7 @@ class Picker:
         if not top:
             return []
         q = list(dict.fromkeys(stems(question)))
+        q_set = set(q)
         weights = {t: self.idf.get(t, self.max_idf) for t in q}
         total = sum(weights.values()) or 1.0
         q_pairs = set(zip(q, q[1:])) if len(q) > 1 else set()
@@ -243,15 +250,15 @@ class Picker:
                     continue
                 seen.add((doc, a, b))
                 s = set(words[j])
+                s_pref = {x[:PREFIX] for x in s}
                 near = s.union(*words[max(0, j - 1):j + 2])
                 text = self.index.articles[doc].text[a:b]
                 pairs = set(zip(words[j], words[j][1:]))
                 out.append({
                     "hit": hit, "span": (a, b), "text": text, "kind": kind, "index": j,
                     "wov": sum(w for t, w in weights.items() if t in s) / total,
-                    "ov": len(s & set(q)) / len(q) if q else 0.0,
-                    "pref": sum(w for t, w in q_pref.items() if t in {x[:PREFIX] for x in s})
-                    / total,
+                    "ov": len(s & q_set) / len(q) if q else 0.0,
+                    "pref": sum(w for t, w in q_pref.items() if t in s_pref) / total,
                     "bigram": len(q_pairs & pairs) / len(q_pairs) if q_pairs else 0.0,
                     "ctx": sum(w for t, w in weights.items() if t in near) / total,
                     "type": 1.0 if kind and entity_span(text, kind, question) else 0.0,
@@ -260,8 +267,8 @@ class Picker:
                     "prel": (hit.score - lo) / (hi - lo) if hi > lo else 1.0,
                     "pcos": float(cos),
                     "length": min(len(words[j]), 40) / 40,
-                    "novel": len(s - set(q)) / len(s) if s else 0.0,
-                    "_q": q, "_weights": weights, "_total": total, "_question": question,
+                    "novel": len(s - q_set) / len(s) if s else 0.0,
+                    "_weights": weights, "_total": total, "_question": question,
                 })
         return out
 
