@@ -156,6 +156,7 @@ def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
     Flat vs HNSW vs IVF, with recall@10 vs Flat."""
     import faiss
 
+    from .retrieve import one_faiss_thread
     from .store import HNSW_M, make_faiss_index
 
     n, dim = vectors.shape
@@ -174,12 +175,8 @@ def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
             params = {"M": HNSW_M, "ef_search": index.hnsw.efSearch} if kind == "HNSW" else {}
         build_s = time.perf_counter() - started
         _, ids = index.search(queries, 10)
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)  # as the retriever searches (see Retriever.dense)
-        try:
+        with one_faiss_thread():  # as the retriever searches
             lat = timed(lambda q: index.search(q.reshape(1, -1), 10), list(queries), rounds)
-        finally:
-            faiss.omp_set_num_threads(threads)
         out[kind] = {"build_s": round(build_s, 3), "ids": ids, "params": params, **percentiles(lat)}
     exact = out["Flat"]["ids"]
     for kind, figures in out.items():

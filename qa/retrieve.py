@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,16 +89,8 @@ class Retriever:
         if allowed is not None:
             params = (faiss.SearchParametersHNSW if self.index.manifest.get("index_type") == "HNSW"
                       else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))
-        # One question at a time: FAISS's OpenMP threads cost more than they save (`qa bench`: a
-        # Flat search of 115,775 passages took 6.2 ms on one thread and 16.4 ms on two).
-        # torch shares the OpenMP runtime, and the setting belongs to the calling thread, so it
-        # is put back at once: left at 1, it made encoding each question 3 ms slower.
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
+        with one_faiss_thread():
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
-        finally:
-            faiss.omp_set_num_threads(threads)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def bm25(self, question: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -150,6 +143,25 @@ class Retriever:
                 continue
             pids += self._doc_pids.get(doc_id, [])
         return np.array(sorted(pids), dtype=np.int64)
+
+
+@contextmanager
+def one_faiss_thread():
+    """FAISS on one OpenMP thread inside the block, the caller's count back after it.
+
+    One question at a time, FAISS's threads cost more than they save (`qa bench`: a Flat search
+    of 115,775 passages took 6.2 ms on one thread and 16.4 ms on two). torch shares the OpenMP
+    runtime and the setting belongs to the calling thread, so it is put back at once: left at 1,
+    it made encoding each question 3 ms slower.
+    """
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]], alpha: float,

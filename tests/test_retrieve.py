@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from qa.retrieve import Filters, Retriever, fuse, merge
+from qa.retrieve import Filters, Retriever, fuse, merge, one_faiss_thread
 from qa.settings import UserError
 from qa.types import Article, Passage
 
@@ -165,5 +165,8 @@ def test_dense_search_leaves_the_callers_openmp_threads_alone(engine):
         r = Retriever(engine.index, engine.encoder)
         hits = r.search("When was Dongguan's application approved?", k=3, method="dense")
         assert hits and faiss.omp_get_max_threads() == 2
+        with one_faiss_thread():
+            assert faiss.omp_get_max_threads() == 1
+        assert faiss.omp_get_max_threads() == 2
     finally:
         faiss.omp_set_num_threads(before)
