@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .evaluate import markdown_table, percentile
 from .settings import ROOT, Settings, UserError
 
 DEFAULT_SIZES = "seeds,1000,10000,100000"
@@ -119,12 +120,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     >>> percentiles([0.001, 0.002, 0.003, 0.004])
     {'p50_ms': 2.0, 'p95_ms': 4.0, 'p99_ms': 4.0}
     """
-    ordered = sorted(seconds)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000, 3)
-
-    return {"p50_ms": at(0.50), "p95_ms": at(0.95), "p99_ms": at(0.99)}
+    return {f"p{q}_ms": round(percentile(seconds, q) * 1000, 3) for q in (50, 95, 99)}
 
 
 def timed(fn, items: list, rounds: int) -> list[float]:
@@ -289,15 +285,9 @@ def table(rows: list[dict]) -> str:
             ann_body.append([f"{r['passages']:,}", kind, f"{f['build_s']:.2f}", f"{f['p50_ms']:.3f}",
                              f"{f['p99_ms']:.3f}", f"{f['recall_at_10']:.4f}",
                              " ".join(f"{k}={v}" for k, v in f["params"].items()) or "-"])
-    return _markdown(head, body) + "\n\nraw FAISS search, one query at a time on one thread (top 10)\n\n" + \
-        _markdown(ann_head, ann_body)
-
-
-def _markdown(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(head), "| " + " | ".join("-" * w for w in widths) + " |",
-                      *(line(r) for r in rows)])
+    return (markdown_table(head, body)
+            + "\n\nraw FAISS search, one query at a time on one thread (top 10)\n\n"
+            + markdown_table(ann_head, ann_body))
 
 
 def crossover(rows: list[dict]) -> str:

@@ -524,21 +524,22 @@ def tables(scores: Sequence[Scores], k: int) -> str:
                 [_fmt(s.levels[level].get(m)) for m in
                  ("hit@1", "hit@3", "hit@5", "hit@10", "recall@k", "mrr@10", "ndcg@10")]
                 for s in scores if level in s.levels]
-        parts.append(f"{level} level\n\n" + _markdown(head, rows))
+        parts.append(f"{level} level\n\n" + markdown_table(head, rows))
     if any(s.answers for s in scores):
         head = ["retriever", "questions", "answer-hit", "offsets exact", "wrongly abstained",
                 "abstention precision", "abstention recall", "p50 ms"]
         rows = [[s.retriever, str(s.questions)] + [_fmt(s.answers.get(m)) for m in ANSWER_METRICS]
                 + [f"{s.p50_ms:.1f}"] for s in scores]
-        parts.append("answers\n\n" + _markdown(head, rows))
+        parts.append("answers\n\n" + markdown_table(head, rows))
     else:
         head = ["retriever", "questions", "p50 ms (retrieval)"]
-        parts.append("timing\n\n" + _markdown(head, [[s.retriever, str(s.questions),
+        parts.append("timing\n\n" + markdown_table(head, [[s.retriever, str(s.questions),
                                                        f"{s.p50_ms:.1f}"] for s in scores]))
     return "\n\n".join(parts)
 
 
-def _markdown(head: list[str], rows: list[list[str]]) -> str:
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with padded columns (also used by `qa bench`)."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(head), "| " + " | ".join("-" * w for w in widths) + " |",
