@@ -13,42 +13,15 @@ or below `--max-wrong-abstain` on the training questions.
 from __future__ import annotations
 
 import json
-import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
-                     Picker)
+                     Picker, packaged_calibration)
+from .evaluate import Question, load_questions, select
 from .settings import UserError
-
-
-@dataclass(frozen=True)
-class Question:
-    question: str
-    answerable: bool
-    answers: tuple[str, ...]
-
-
-def read_questions(path: Path, doc_pattern: str | None = None, limit: int | None = None,
-                   seed: int = 0) -> list[Question]:
-    """Questions of our format; `doc_pattern` keeps answerable ones whose doc matches (regex),
-    `limit` samples that many (fixed seed)."""
-    import re
-
-    out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if doc_pattern and (row["doc"] is None or not re.search(doc_pattern, row["doc"])):
-            continue  # a pattern selects answerable questions only
-        out.append(Question(row["question"], row["doc"] is not None, tuple(row["answers"])))
-    if limit and len(out) > limit:
-        out = random.Random(seed).sample(out, limit)
-    return out
 
 
 def gather(qa, questions: list[Question], retriever: str, qvecs: np.ndarray | None = None):
@@ -156,7 +129,7 @@ def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=prin
         max_wrong: the share of answerable training questions allowed to abstain.
         qvecs: optional question vectors, one array per set (saves encoding them again).
     """
-    base = Calibration.from_dict(_base())
+    base = Calibration.from_dict(packaged_calibration())
     gathered = [gather(qa, qs, retriever, None if qvecs is None else qvecs[i])
                 for i, (qa, qs) in enumerate(sets)]
     X, y, groups = sentence_data([g for gs in gathered for g in gs])
@@ -194,10 +167,6 @@ def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=prin
             "sentence": sentence, "confidence": confidence, "threshold": round(threshold, 5)}
 
 
-def _base() -> dict:
-    return json.loads(PACKAGED_CALIBRATION.read_text())
-
-
 # ---------------------------------------------------------------- CLI
 
 def add_arguments(p) -> None:
@@ -229,20 +198,21 @@ def run(args) -> int:
             engines[path] = QA.open(default_settings(index_dir=Path(path)))
         return engines[path]
 
+    if args.limit < 4:
+        raise UserError(f"--limit must be at least 4, got {args.limit}")
     sets = []
     for values in args.on:
         if len(values) not in (2, 3):
             raise UserError(f"--on takes INDEX QUESTIONS [DOC_PATTERN], got {values}")
-        qs = read_questions(Path(values[1]))
-        sets.append((engine(values[0]), [q for q in qs if not q.answerable] +
-                     read_questions(Path(values[1]), values[2] if len(values) == 3 else ".",
-                                    args.limit)))
+        qs = load_questions(Path(values[1]))
+        answerable = select(qs, values[2] if len(values) == 3 else ".", args.limit)
+        sets.append((engine(values[0]), [q for q in qs if not q.answerable] + answerable))
     for values in args.offtopic:
         if len(values) not in (2, 3):
             raise UserError(f"--offtopic takes INDEX QUESTIONS [DOC_PATTERN], got {values}")
-        qs = read_questions(Path(values[1]), values[2] if len(values) == 3 else None,
-                            args.limit // 4)
-        sets.append((engine(values[0]), [Question(q.question, False, ()) for q in qs]))
+        qs = select(load_questions(Path(values[1])), values[2] if len(values) == 3 else None,
+                    args.limit // 4)
+        sets.append((engine(values[0]), [Question(q.id, q.question) for q in qs]))
     cal = calibrate(sets, args.retriever, args.max_wrong_abstain,
                     log=lambda m: print(m, file=sys.stderr))
     args.out.write_text(json.dumps(cal, indent=2) + "\n")

@@ -181,3 +181,32 @@ def test_ask_scores_fall_with_rank(engine, k):
     scores = [h.score for h in r.hits]
     assert len(r.hits) == min(k, len(engine.index.passages))
     assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.slow
+def test_qa_calibrate_fits_both_models_on_the_seeds(seeds_index, tmp_path):
+    from conftest import QUESTIONS
+    from qa.cli import main
+
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--on", str(seeds_index), str(QUESTIONS), "--limit", "40",
+                 "--out", str(out)]) == 0
+    cal = json.loads(out.read_text())
+    assert set(cal["sentence"]["weights"]) == set(SENTENCE_FEATURES)
+    assert set(cal["confidence"]["weights"]) == set(CONFIDENCE_FEATURES)
+    assert 0 < cal["threshold"] < 1
+    # The overlap with the question must count for a sentence, as on SQuAD.
+    assert cal["sentence"]["weights"]["wov"] + cal["sentence"]["weights"]["pref"] > 0
+    Calibration.from_dict(cal)
+
+
+def test_qa_calibrate_names_a_malformed_question_file(seeds_index, tmp_path, capsys):
+    from qa.cli import main
+
+    bad = tmp_path / "q.jsonl"
+    bad.write_text('{"id": "a", "question": "Why?"}\n')
+    assert main(["calibrate", "--on", str(seeds_index), str(bad), "--out",
+                 str(tmp_path / "c.json")]) != 0
+    err = capsys.readouterr().err
+    assert "q.jsonl:1 has no doc, answers" in err and "Traceback" not in err
+    assert not (tmp_path / "c.json").exists()
