@@ -1,0 +1,221 @@
+"""Candidate sentences -> reader scores: a small cross-encoder that reads question and sentence
+together, trained here from the MiniLM weights (`qa train-reader`).
+
+The reader is the lower `layers` layers of all-MiniLM-L6-v2 with a one-unit head on [CLS]. Its
+input is the question, then "title. sentence". Only what training changed ships in the package:
+the transformer layers and the head, in float16 (`qa/reader/reader.safetensors`); the word
+embeddings are the base model's, which the package already has. `reader.json` holds the
+settings, the training record and the sha256 of the weights, which is checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .settings import UserError
+
+PACKAGED_READER = Path(__file__).with_name("reader")
+WEIGHTS = "reader.safetensors"
+CONFIG = "reader.json"
+CALIBRATION = "calibration.json"
+# The confidence with the reader: its logit for the winner and for the runner-up, and the
+# feature model's logit for the winner.
+CONFIDENCE_FEATURES = ("read_best", "read_second", "feature_z")
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """How the reader was made and how it reads; stored as reader.json beside the weights."""
+
+    base: str
+    layers: int
+    max_length: int
+    sha256: str
+    trained: dict
+
+    @classmethod
+    def read(cls, folder: Path) -> ReaderConfig:
+        path = folder / CONFIG
+        try:
+            raw = json.loads(path.read_text())
+            return cls(base=str(raw["base"]), layers=int(raw["layers"]),
+                       max_length=int(raw["max_length"]), sha256=str(raw["sha256"]),
+                       trained=dict(raw.get("trained", {})))
+        except FileNotFoundError:
+            raise UserError(f"no reader model at {folder} ({CONFIG} is missing); reinstall qa, "
+                            f"run `qa train-reader`, or answer with --reader none") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is not a reader config ({e}); reinstall qa or run "
+                            f"`qa train-reader`") from None
+
+
+@dataclass(frozen=True)
+class ReaderCalibration:
+    """How the reader's scores are used: fitted by `qa calibrate` for one reader (its sha256).
+
+    The reader reads the `candidates` best sentences by the feature score; their score becomes
+    feature * (feature score) + reader * (reader logit). The confidence is a logistic model over
+    CONFIDENCE_FEATURES; abstain below `threshold`.
+    """
+
+    sha256: str
+    candidates: int
+    feature: float
+    reader: float
+    confidence: dict
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, c: dict) -> ReaderCalibration:
+        return cls(sha256=str(c["sha256"]), candidates=int(c["candidates"]),
+                   feature=float(c["feature"]), reader=float(c["reader"]),
+                   confidence=c["confidence"], threshold=float(c["threshold"]))
+
+    def to_dict(self) -> dict:
+        return {"sha256": self.sha256, "candidates": self.candidates, "feature": self.feature,
+                "reader": self.reader, "confidence": self.confidence, "threshold": self.threshold}
+
+    def probability(self, features: dict[str, float]) -> float:
+        c = self.confidence
+        z = c["bias"] + sum(c["weights"][f] * features[f] for f in CONFIDENCE_FEATURES)
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+
+def pair_text(title: str, sentence: str) -> str:
+    """The second segment the reader reads: the article title, then the sentence."""
+    title = " ".join(title.split())
+    return f"{title}. {sentence}" if title else sentence
+
+
+def build_model(base_path: str, layers: int) -> CrossEncoder:
+    """The base BERT cut to its lower `layers` layers, with a fresh one-unit head."""
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(base_path, add_pooling_layer=False)
+    bert.encoder.layer = bert.encoder.layer[:layers]
+    bert.config.num_hidden_layers = layers
+    return CrossEncoder(bert, torch.nn.Linear(bert.config.hidden_size, 1))
+
+
+class CrossEncoder(torch.nn.Module):
+    """BERT layers and a linear head on the [CLS] state: one logit per pair."""
+
+    def __init__(self, bert, head):
+        super().__init__()
+        self.bert = bert
+        self.head = head
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state
+        return self.head(h[:, 0]).squeeze(-1)
+
+    def trained_state(self) -> dict:
+        """The parameters training changes (everything but the frozen embeddings)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("bert.embeddings.")}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Reader:
+    """A loaded reader: scores (question, sentence) pairs, higher = more likely the answer."""
+
+    def __init__(self, folder: Path | str = PACKAGED_READER, *, quantize: bool = True):
+        from safetensors.torch import load_file
+
+        from .embed import resolve_model
+
+        folder = Path(folder)
+        self.config = ReaderConfig.read(folder)
+        weights = folder / WEIGHTS
+        if not weights.is_file():
+            raise UserError(f"the reader's weights {weights} are missing; reinstall qa, run "
+                            f"`qa train-reader`, or answer with --reader none")
+        self.sha256 = file_sha256(weights)
+        if self.sha256 != self.config.sha256:
+            raise UserError(f"the reader's weights {weights} have sha256 {self.sha256[:12]}..., "
+                            f"but {CONFIG} expects {self.config.sha256[:12]}...: the file was "
+                            f"altered or is incomplete; reinstall qa or run `qa train-reader`")
+        from transformers import AutoTokenizer
+
+        base = resolve_model(self.config.base)
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        model = build_model(base, self.config.layers)
+        state = {k: v.float() for k, v in load_file(str(weights)).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("bert.embeddings.") for k in missing):
+            raise UserError(f"{weights} does not fit a {self.config.layers}-layer reader "
+                            f"(unexpected {unexpected[:3]}, missing {missing[:3]}); run "
+                            f"`qa train-reader`")
+        model.eval()
+        if quantize:
+            # Dynamic int8 on the linear layers (README, "The reader": same choices, faster).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao's notice that it moves to torchao
+                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                               dtype=torch.qint8)
+        self.model = model
+        self.calibration = self._calibration(folder)
+
+    def _calibration(self, folder: Path) -> ReaderCalibration | None:
+        """The calibration fitted for these weights, or None when there is none yet."""
+        path = folder / CALIBRATION
+        if not path.is_file():
+            return None
+        try:
+            cal = ReaderCalibration.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path} is not a reader calibration ({e}); run `qa calibrate` "
+                            f"or reinstall qa") from None
+        if cal.sha256 != self.sha256:
+            raise UserError(f"{path} was fitted for another reader (sha256 {cal.sha256[:12]}..., "
+                            f"these weights are {self.sha256[:12]}...); run `qa calibrate`")
+        return cal
+
+    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Logits for (title, sentence) pairs against one question, in the given order."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        enc = self.tokenizer([question] * len(pairs), [pair_text(t, s) for t, s in pairs],
+                             truncation="longest_first", max_length=self.config.max_length,
+                             padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            out = self.model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        return out.float().numpy()
+
+
+@lru_cache(maxsize=2)
+def load_reader(folder: str = str(PACKAGED_READER)) -> Reader:
+    """One Reader per folder per process."""
+    return Reader(folder)
+
+
+def open_reader(choice: str) -> Reader | None:
+    """The reader that Settings.reader names: "default" (the packaged one), "none", or a folder.
+
+    Raises:
+        UserError: the reader is missing, altered, or has no calibration yet.
+    """
+    if choice == "none":
+        return None
+    reader = load_reader(str(PACKAGED_READER if choice == "default" else Path(choice).resolve()))
+    if reader.calibration is None:
+        raise UserError(f"the reader in {choice} has no {CALIBRATION}; run `qa calibrate "
+                        f"--reader {choice}` or answer with --reader none")
+    return reader

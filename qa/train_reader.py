@@ -1,0 +1,366 @@
+"""Train the reader (`qa train-reader`): SQuAD questions -> a question-sentence cross-encoder.
+
+Data, all from ../shared/qa-train and ../shared/beir (read, never copied):
+- SQuAD 1.1 train (442 articles, none of them a dev article): per question, the sentence that
+  holds the answer (label 1); the paragraph's other sentence that shares most words with the
+  question, and the best-sharing sentence of another paragraph of the article (label 0).
+- SQuAD 2.0 dev, unanswerable questions of the training articles only (TRAIN_V2_PARITY of the
+  17 articles that are not held out): the two best-sharing sentences of their paragraph (label 0).
+  The other non-held-out articles tune the abstention threshold; the held-out articles (SQuAD 1.1
+  dev 24-47, and the SQuAD 2.0 articles that are the same) are never read here except by
+  `report`, which only scores them.
+
+Training runs on the CPU with checkpoints (resumed when a run is cut short) and a progress bar;
+the result is the float16 state of the changed layers and reader.json (see qa.reader).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .answer import stems
+from .chunk import sentences
+from .settings import UserError
+from .squad import (SQUAD_TRAIN, SQUAD_V2_DEV, held_out_titles, read_squad, title_text,
+                    v1_dev_articles, v2_split)
+
+BASE = "all-MiniLM-L6-v2"
+
+
+@dataclass(frozen=True)
+class Pair:
+    question: str
+    title: str
+    sentence: str
+    label: int
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    layers: int = 3
+    max_length: int = 72
+    batch_size: int = 32
+    pairs: int = 72_000
+    lr: float = 6e-5
+    head_lr: float = 5e-4
+    warmup: float = 0.05
+    v2_repeat: int = 2
+    seed: int = 13
+    limit_questions: int = 0  # 0 = all
+
+
+def split_paragraph(context: str) -> list[tuple[int, int]]:
+    return sentences(context, 0, len(context))
+
+
+def _overlap(q: set[str], s: set[str]) -> int:
+    return len(q & s)
+
+
+def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
+                  repeat: int = 1) -> list[Pair]:
+    """Labelled pairs of one SQuAD article (see the module docstring)."""
+    title = title_text(article["title"])
+    paras = []
+    for p in article["paragraphs"]:
+        ctx = p["context"]
+        spans = split_paragraph(ctx)
+        paras.append((ctx, spans, [set(stems(ctx[a:b])) for a, b in spans]))
+    out: list[Pair] = []
+    for pi, (p, (ctx, spans, words)) in enumerate(zip(article["paragraphs"], paras)):
+        for qa in p["qas"]:
+            q = qa["question"].strip()
+            qs = set(stems(q))
+            ranked = sorted(range(len(spans)), key=lambda j: (-_overlap(qs, words[j]), rng.random()))
+            if qa.get("is_impossible"):
+                if unanswerable_only:
+                    for _ in range(repeat):
+                        out += [Pair(q, title, ctx[spans[j][0]:spans[j][1]], 0) for j in ranked[:2]]
+                continue
+            if unanswerable_only or not qa["answers"]:
+                continue
+            start = qa["answers"][0]["answer_start"]
+            gold = [j for j, (a, b) in enumerate(spans) if a <= start < b]
+            if not gold:
+                continue
+            g = gold[0]
+            out.append(Pair(q, title, ctx[spans[g][0]:spans[g][1]], 1))
+            same = [j for j in ranked if j != g]
+            if same:
+                out.append(Pair(q, title, ctx[spans[same[0]][0]:spans[same[0]][1]], 0))
+            best, best_ov = None, -1
+            for pj, (octx, ospans, owords) in enumerate(paras):
+                if pj == pi:
+                    continue
+                for j, w in enumerate(owords):
+                    ov = _overlap(qs, w)
+                    if ov > best_ov:
+                        best, best_ov = (octx, ospans[j]), ov
+            if best is not None:
+                octx, (a, b) = best
+                out.append(Pair(q, title, octx[a:b], 0))
+    return out
+
+
+def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
+    """Every training pair, shuffled; refuses to read a held-out article."""
+    rng = random.Random(ts.seed)
+    held_out = held_out_titles()
+    train = read_squad(SQUAD_TRAIN)
+    clash = held_out & {a["title"] for a in train}
+    if clash:
+        raise UserError(f"SQuAD train shares held-out articles {sorted(clash)[:3]}; check "
+                        f"../shared/qa-train/SOURCES.md")
+    pairs: list[Pair] = []
+    from tqdm import tqdm
+
+    for article in tqdm(train, desc="SQuAD 1.1 train articles", file=sys.stderr):
+        pairs += article_pairs(article, rng)
+    v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
+    n1 = len(pairs)
+    for article in v2_train:
+        assert article["title"] not in held_out
+        pairs += article_pairs(article, rng, unanswerable_only=True, repeat=ts.v2_repeat)
+    log(f"pairs: {n1:,} from SQuAD 1.1 train, {len(pairs) - n1:,} from the unanswerable "
+        f"questions of {len(v2_train)} SQuAD 2.0 dev training articles")
+    # Shuffle by question so a question's pairs stay in one batch or nearby.
+    rng.shuffle(pairs)
+    return pairs
+
+
+def _batches(pairs: list[Pair], size: int, bucket: int = 50) -> list[list[Pair]]:
+    """Batches of similar length (less padding), in an order that stays shuffled."""
+    out = []
+    for i in range(0, len(pairs), size * bucket):
+        chunk = sorted(pairs[i:i + size * bucket], key=lambda p: len(p.question) + len(p.sentence))
+        group = [chunk[j:j + size] for j in range(0, len(chunk), size)]
+        random.Random(i).shuffle(group)
+        out += group
+    return out
+
+
+def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=print) -> Path:
+    """Train, checkpointing to out/checkpoint.pt; write out/reader.safetensors and reader.json.
+
+    Args:
+        out: folder for the checkpoint and the model.
+        ts: training settings.
+        pairs: the training pairs (default: `training_pairs(ts)`, from ../shared).
+    """
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from .embed import resolve_model
+    from .reader import build_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(ts.seed)
+    base = resolve_model(BASE)
+    tok = AutoTokenizer.from_pretrained(base)
+    model = build_model(base, ts.layers)
+    for p in model.bert.embeddings.parameters():
+        p.requires_grad = False
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    opt = torch.optim.AdamW([{"params": body, "lr": ts.lr}, {"params": head, "lr": ts.head_lr}],
+                            weight_decay=0.01)
+    pairs = training_pairs(ts, log) if pairs is None else pairs
+    if ts.limit_questions:
+        pairs = pairs[:ts.limit_questions * 3]
+    total = max(1, min(ts.pairs, len(pairs)) // ts.batch_size)
+    warm = max(1, int(total * ts.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    ckpt = out / "checkpoint.pt"
+    step, seconds = 0, 0.0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step, seconds = state["step"], state["seconds"]
+        log(f"resumed at step {step} of {total}")
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    model.train()
+    bar = tqdm(total=total, initial=step, desc="training reader", file=sys.stderr)
+    t0, running = time.time(), []
+    batches = _batches(pairs, ts.batch_size)[:total]
+    for batch in batches[step:]:
+        enc = tok([p.question for p in batch], [f"{p.title}. {p.sentence}" for p in batch],
+                  truncation="longest_first", max_length=ts.max_length, padding=True,
+                  return_tensors="pt")
+        y = torch.tensor([float(p.label) for p in batch])
+        logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        loss = loss_fn(logits, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        step += 1
+        running.append(loss.item())
+        bar.update(1)
+        if step % 25 == 0:
+            rate = 25 * ts.batch_size / max(time.time() - t0, 1e-9)
+            seconds += time.time() - t0
+            t0 = time.time()
+            log(f"step {step}/{total} loss {np.mean(running[-25:]):.4f} {rate:.1f} pairs/s")
+        if step % 150 == 0 or step == total:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.trained_state(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "step": step,
+                        "seconds": seconds + time.time() - t0}, tmp)
+            os.replace(tmp, ckpt)
+    bar.close()
+    seconds += time.time() - t0
+    return export(model, out, ts, step, seconds, log)
+
+
+def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=print) -> Path:
+    """Write the float16 weights that training changed and reader.json (with their sha256)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .reader import CONFIG, WEIGHTS, file_sha256
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.trained_state().items()}
+    weights = out / WEIGHTS
+    save_file(state, str(weights))
+    config = {"base": BASE, "layers": ts.layers, "max_length": ts.max_length,
+              "sha256": file_sha256(weights),
+              "trained": {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
+                          "train_seconds": round(seconds), "data": "SQuAD 1.1 train + SQuAD 2.0 "
+                          "dev unanswerable questions of the even non-held-out articles"}}
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) after {step} steps, "
+        f"{seconds / 60:.1f} min")
+    return out
+
+
+def export_checkpoint(out: Path, ts: TrainSettings, log=print) -> Path:
+    """Export out/checkpoint.pt as it is (a run cut short, or one still going)."""
+    import torch
+
+    from .embed import resolve_model
+    from .reader import build_model
+
+    ckpt = out / "checkpoint.pt"
+    if not ckpt.exists():
+        raise UserError(f"no checkpoint at {ckpt}; train first")
+    state = torch.load(ckpt, weights_only=False)
+    model = build_model(resolve_model(BASE), ts.layers)
+    model.load_state_dict(state["model"], strict=False)
+    return export(model, out, ts, state["step"], state["seconds"], log)
+
+
+# ---------------------------------------------------------------- scoring without retrieval
+
+def paragraph_figures(reader, articles: list[dict], limit: int = 1000, seed: int = 0) -> dict:
+    """With the gold paragraph given: how often the reader's best sentence holds a gold answer
+    (answerable questions), and the AUC of its best logit for answerable vs not."""
+    rng = random.Random(seed)
+    items = []
+    for a in articles:
+        title = title_text(a["title"])
+        for p in a["paragraphs"]:
+            for qa in p["qas"]:
+                items.append((title, p["context"], qa))
+    rng.shuffle(items)
+    items = items[:limit]
+    hits, best_logits, answerable = [], [], []
+    for title, ctx, qa in items:
+        spans = split_paragraph(ctx)
+        sents = [ctx[a:b] for a, b in spans]
+        logits = reader.score(qa["question"], [(title, s) for s in sents])
+        best = int(np.argmax(logits))
+        is_ans = not qa.get("is_impossible") and bool(qa["answers"])
+        answerable.append(is_ans)
+        best_logits.append(float(logits[best]))
+        if is_ans:
+            hits.append(any(x["text"] in sents[best] for x in qa["answers"]))
+    out = {"questions": len(items), "best_sentence_holds_answer": float(np.mean(hits)) if hits else None}
+    y = np.array(answerable)
+    if y.any() and (~y).any():
+        out["auc_answerable"] = auc(np.array(best_logits), y)
+    return out
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Probability that a random positive outscores a random negative (ties count half)."""
+    from scipy.stats import rankdata
+
+    r = rankdata(scores)
+    n_pos, n_neg = positive.sum(), (~positive).sum()
+    return float((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def report(folder: Path, limit: int, log=print) -> dict:
+    """Paragraph-given figures on the tuning and held-out halves (nothing is fitted here)."""
+    from .reader import Reader
+
+    reader = Reader(folder)
+    held_out = held_out_titles()
+    v2 = read_squad(SQUAD_V2_DEV)
+    _, v2_tune = v2_split(v2, held_out)
+    v2_held = [a for a in v2 if a["title"] in held_out]
+    figures = {
+        "squad1.1 dev tuning (articles 0-23)": paragraph_figures(reader, v1_dev_articles(False), limit),
+        "squad1.1 dev held out (articles 24-47)": paragraph_figures(reader, v1_dev_articles(True), limit),
+        "squad2.0 dev tuning articles": paragraph_figures(reader, v2_tune, limit),
+        "squad2.0 dev held-out articles": paragraph_figures(reader, v2_held, limit),
+    }
+    for name, f in figures.items():
+        log(f"{name}: {json.dumps(f)}")
+    return figures
+
+
+# ---------------------------------------------------------------- CLI
+
+def add_arguments(p) -> None:
+    p.add_argument("--out", type=Path, default=Path("build/reader"),
+                   help="folder for checkpoints and the trained model (default build/reader); "
+                        "copy its reader.json and reader.safetensors into qa/reader/ to ship it")
+    p.add_argument("--pairs", type=int, default=TrainSettings.pairs,
+                   help="training pairs to see (default %(default)s: about 70 minutes here)")
+    p.add_argument("--layers", type=int, default=TrainSettings.layers)
+    p.add_argument("--limit-questions", type=int, default=0,
+                   help="train on the first N shuffled questions only (for a quick check)")
+    p.add_argument("--export-only", action="store_true",
+                   help="write the model from the last checkpoint in --out without training")
+    p.add_argument("--report-limit", type=int, default=1000,
+                   help="questions per set in the closing figures (0: skip them)")
+
+
+def run(args) -> int:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if args.pairs < 1 or args.layers < 1 or args.layers > 6:
+        raise UserError("--pairs must be positive and --layers from 1 to 6")
+    ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions)
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.export_only:
+        export_checkpoint(args.out, ts, log=log)
+    else:
+        train(args.out, ts, log=log)
+    if args.report_limit:
+        report(args.out, args.report_limit, log=log)
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m qa.train_reader")
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))
