@@ -196,11 +196,13 @@ class Picked:
 
 
 class Picker:
-    """Scores sentences against questions for one loaded index (holds the IDF table)."""
+    """Scores sentences against questions for one loaded index (holds the IDF table), and with
+    a reader (qa.reader.Reader), lets it re-read the best candidates."""
 
-    def __init__(self, index: Index, calibration: Calibration):
+    def __init__(self, index: Index, calibration: Calibration, reader=None):
         self.index = index
         self.calibration = calibration
+        self.reader = reader
         vocab = index.bm25.vocab_dict
         df = np.diff(np.asarray(index.bm25.scores["indptr"]))
         n = max(int(index.bm25.scores.get("num_docs", len(index.passages))), 1)
@@ -320,6 +322,9 @@ class Picker:
         if not cands:
             return Picked(tuple(hits), None, 0.0, {})
         scored = sorted(((self.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
+        by_features = scored
+        if self.reader is not None:
+            scored, read = self.read(question, scored)
         best_of: dict[int, float] = {}
         for s, c in scored:
             best_of.setdefault(c["hit"].passage.pid, s)
@@ -328,10 +333,17 @@ class Picker:
         reranked = rescore(order, best_of, hits[len(top):])
         new_rank = {h.passage.pid: h.rank for h in reranked}
         best = scored[0][1]
-        features = self.confidence_features(best, scored)
+        if best is not by_features[0][1]:  # the feature model's view, with the reader's winner first
+            by_features = [x for x in by_features if x[1] is best] + \
+                [x for x in by_features if x[1] is not best]
+        features = self.confidence_features(best, by_features)
         c = self.calibration.confidence
         z = c["bias"] + sum(c["weights"][f] * features[f] for f in CONFIDENCE_FEATURES)
-        confidence = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+        if self.reader is not None:
+            features = {**features, **read, "feature_z": z}
+            confidence = self.reader.calibration.probability(features)
+        else:
+            confidence = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
         a, b = self.run(best, scored)
         text = self.index.articles[best["hit"].passage.doc_id].text[a:b]
         local = entity_span(best["text"], best["kind"], question)
@@ -344,6 +356,34 @@ class Picker:
                         passage_rank=new_rank[hit.passage.pid], confidence=round(confidence, 4),
                         highlight=(a + local[0], a + local[1]) if local else None)
         return Picked(tuple(reranked), answer, confidence, features)
+
+    @property
+    def threshold(self) -> float:
+        """Abstain below this confidence."""
+        return self.reader.calibration.threshold if self.reader else self.calibration.threshold
+
+    def read(self, question: str, scored: list[tuple[float, dict]]
+             ) -> tuple[list[tuple[float, dict]], dict[str, float]]:
+        """The reader re-reads the best candidates by feature score.
+
+        Returns:
+            every candidate with its combined score, best first (those the reader did not read
+            score as if it gave them one less than its lowest logit), and the reader's
+            confidence features (its logits for the winner and the runner-up).
+        """
+        rc = self.reader.calibration
+        top = scored[:rc.candidates]
+        logits = self.reader.score(question, [(self.index.articles[c["hit"].passage.doc_id].title,
+                                               c["text"]) for _, c in top])
+        floor = float(logits.min()) - 1.0
+        combined = [(rc.feature * s + rc.reader * float(x), i, c, float(x))
+                    for i, ((s, c), x) in enumerate(zip(top, logits))]
+        combined += [(rc.feature * s + rc.reader * floor, len(top) + i, c, floor)
+                     for i, (s, c) in enumerate(scored[len(top):])]
+        combined.sort(key=lambda x: (-x[0], x[1]))
+        second = max((x[3] for x in combined[1:len(top)]), default=floor)
+        return ([(s, c) for s, _, c, _ in combined],
+                {"read_best": combined[0][3], "read_second": second})
 
     def run(self, best: dict, scored: list[tuple[float, dict]]) -> Span:
         """The shortest run of adjacent sentences around the best one (at most `max_run`) that

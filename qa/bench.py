@@ -136,6 +136,22 @@ def timed(fn, items: list, rounds: int) -> list[float]:
     return out
 
 
+def latency_split(qa, questions: list[str], rounds: int) -> dict[str, float]:
+    """p50 ms of each step of a hybrid question with the engine's picker (and reader): one bare
+    forward pass of the question through the model, encoding, search, and picking (reading)."""
+    vec = {q: qa.encoder.encode([q])[0] for q in questions}
+    hits = {q: qa.retriever.search(q, k=max(K, qa.calibration.passages), qvec=vec[q])
+            for q in questions}
+    steps = {
+        "bare_forward": lambda q: qa.encoder.model.encode([q], convert_to_numpy=True),
+        "encode": lambda q: qa.encoder.encode([q]),
+        "search": lambda q: qa.retriever.search(q, k=max(K, qa.calibration.passages), qvec=vec[q]),
+        "pick": lambda q: qa.picker.pick(q, vec[q], hits[q]),
+    }
+    return {name: round(percentile(timed(fn, questions, rounds), 50) * 1000, 3)
+            for name, fn in steps.items()}
+
+
 def recall_at(exact_ids, approx_ids, k: int = 10) -> float:
     """Mean fraction of the exact top k that the approximate top k also found."""
     import numpy as np
@@ -225,7 +241,11 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         on_disk = disk_bytes(build_dir)
         faiss_bytes = (build_dir / "index.faiss").stat().st_size
 
-        qa = QA(index, encoder, settings)
+        from .reader import open_reader
+
+        reader = open_reader(Settings().reader)
+        plain = QA(index, encoder, settings)
+        qa = QA(index, encoder, settings, reader)
         questions = bench_questions(beir)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []
@@ -239,13 +259,18 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         for kind, faiss_index in ((chosen, chosen_index), (other, other_index)):
             index.faiss_index = faiss_index
             dense = timed(lambda q: qa.retriever.search(q, k=K, method="dense"), questions, rounds)
-            hybrid = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), questions, rounds)
+            hybrid = timed(lambda q: plain.ask(q, k=K, retriever="hybrid"), questions, rounds)
             results.append({"retriever": "dense", "index_type": kind, **percentiles(dense)})
             results.append({"retriever": "hybrid+answer", "index_type": kind, **percentiles(hybrid)})
+            if reader is not None:
+                read = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), questions, rounds)
+                results.append({"retriever": "hybrid+reader", "index_type": kind,
+                                **percentiles(read)})
         index.faiss_index = chosen_index
         results.insert(0, {"retriever": "bm25", "index_type": "-", **percentiles(bm25)})
         qvecs = encoder.encode(questions)
         ann = ann_figures(index.vectors, qvecs, rounds)
+        split = latency_split(qa, questions, rounds)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         common = {
             "size": size, "corpus": (str(beir) if beir else "seeds (synthetic)"
@@ -259,7 +284,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
             "peak_rss_mb": round(peak, 1), "index_mb": round(on_disk / 2 ** 20, 2),
             "faiss_mb": round(faiss_bytes / 2 ** 20, 2), "questions": len(questions),
             "rounds": rounds, "k": K, "load_average": round(os.getloadavg()[0], 2),
-            "faiss_search": ann,
+            "faiss_search": ann, "split_p50_ms": split,
         }
         return [common | r for r in results]
     finally:
@@ -285,7 +310,23 @@ def table(rows: list[dict]) -> str:
             ann_body.append([f"{r['passages']:,}", kind, f"{f['build_s']:.2f}", f"{f['p50_ms']:.3f}",
                              f"{f['p99_ms']:.3f}", f"{f['recall_at_10']:.4f}",
                              " ".join(f"{k}={v}" for k, v in f["params"].items()) or "-"])
+    split_head = ["passages", "bare question forward", "encode", "search", "pick (+ read)",
+                  "answer p50 / bare forward"]
+    split_body, seen = [], set()
+    for r in rows:
+        if r["size"] in seen or "split_p50_ms" not in r:
+            continue
+        seen.add(r["size"])
+        sp = r["split_p50_ms"]
+        default = {x["retriever"]: x["p50_ms"] for x in rows
+                   if x["size"] == r["size"] and x["index_type"] == x["chosen_index"]}
+        answer = default.get("hybrid+reader", default.get("hybrid+answer", float("nan")))
+        split_body.append([f"{r['passages']:,}", f"{sp['bare_forward']:.1f}", f"{sp['encode']:.1f}",
+                           f"{sp['search']:.1f}", f"{sp['pick']:.1f}",
+                           f"{answer / sp['bare_forward']:.2f}x"])
     return (markdown_table(head, body)
+            + "\n\np50 ms of each step of a default question (hybrid, with the reader when "
+              "there is one)\n\n" + markdown_table(split_head, split_body)
             + "\n\nraw FAISS search, one query at a time on one thread (top 10)\n\n"
             + markdown_table(ann_head, ann_body))
 

@@ -13,6 +13,7 @@ or below `--max-wrong-abstain` on the training questions.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -21,18 +22,20 @@ import numpy as np
 from .answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
                      Picker, packaged_calibration)
 from .evaluate import Question, load_questions, select
+from .retrieve import Filters
 from .settings import UserError
 
 
 def gather(qa, questions: list[Question], retriever: str, qvecs: np.ndarray | None = None):
-    """Per question: (question, candidate feature dicts) from the engine's own retrieval."""
+    """Per question: (question, candidate feature dicts, hits, question vector) from the
+    engine's own retrieval; a question with a `given` article is asked of it alone."""
     if qvecs is None:
         qvecs = qa.encoder.encode([q.question for q in questions])
     out = []
     for q, qvec in zip(questions, qvecs):
         hits = qa.retriever.search(q.question, k=qa.calibration.passages, method=retriever,
-                                   qvec=qvec)
-        out.append((q, qa.picker.candidates(q.question, qvec, hits)))
+                                   qvec=qvec, filters=Filters(doc=q.given) if q.given else None)
+        out.append((q, qa.picker.candidates(q.question, qvec, hits), hits, qvec))
     return out
 
 
@@ -53,7 +56,7 @@ def sentence_data(gathered) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of answerable questions that have at least one answer-bearing candidate, with the
     question's number as group."""
     X, y, g = [], [], []
-    for n, (q, cands) in enumerate(gathered):
+    for n, (q, cands, *_) in enumerate(gathered):
         if not q.answerable or not cands:
             continue
         labels = [any(a in c["text"] for a in q.answers) for c in cands]
@@ -101,7 +104,7 @@ def confidence_rows(picker: Picker, gathered) -> list[tuple[dict, bool]]:
     """(confidence features of the winning sentence, answerable) per question with candidates;
     a question without candidates always abstains and is left out."""
     rows = []
-    for q, cands in gathered:
+    for q, cands, *_ in gathered:
         if not cands:
             continue
         scored = sorted(((picker.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
@@ -116,6 +119,99 @@ def choose_threshold(conf: np.ndarray, answerable: np.ndarray, max_wrong: float)
         return 0.5
     allowed = int(np.floor(max_wrong * len(pos)))
     return float(np.nextafter(pos[allowed], -np.inf)) if allowed < len(pos) else float(pos[-1])
+
+
+def fit_confidence(rows: list[tuple[dict, bool]], set_of: list[int], names: tuple[str, ...],
+                   max_wrong: float) -> tuple[dict, float]:
+    """The abstention model over `names` and its threshold.
+
+    Every (set, class) weighs the same in total, so a small set of hand-written questions counts
+    as much as thousands of SQuAD ones, and the few unanswerable ones as much as the rest. The
+    threshold keeps wrong abstentions within max_wrong in every set, not only on average.
+    """
+    X = np.array([[r[f] for f in names] for r, _ in rows])
+    y = np.array([int(a) for _, a in rows])
+    sets = np.array(set_of)
+    w = np.zeros(len(y))
+    cells = {(s, c) for s, c in zip(sets.tolist(), y.tolist())}
+    for s, c in cells:
+        mask = (sets == s) & (y == c)
+        w[mask] = len(y) / (len(cells) * mask.sum())
+    model = fit_logistic(X, y, names, w)
+    conf = 1 / (1 + np.exp(-(model["bias"] + X @ np.array([model["weights"][f] for f in names]))))
+    threshold = min(choose_threshold(conf[sets == s], y[sets == s] == 1, max_wrong)
+                    for s in sorted(set(sets.tolist())) if y[sets == s].any())
+    return model, threshold
+
+
+class _Memo:
+    """A reader that remembers its scores: calibration reads each candidate once."""
+
+    def __init__(self, reader, calibration=None):
+        self.reader, self.calibration, self.cache = reader, calibration, {}
+
+    def score(self, question: str, pairs) -> np.ndarray:
+        missing = [p for p in pairs if (question, p) not in self.cache]
+        for p, x in zip(missing, self.reader.score(question, missing)):
+            self.cache[(question, p)] = float(x)
+        return np.array([self.cache[(question, p)] for p in pairs], dtype=np.float32)
+
+
+def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
+                     max_wrong: float = 0.02, log=print):
+    """Fit how the reader's logits join the feature score, and the reader's abstention model.
+
+    Args:
+        sets: (engine, questions) pairs, as for `calibrate`; the engines' pickers keep their
+            feature calibration.
+        reader: a loaded qa.reader.Reader.
+        candidates: how many of the feature picker's best sentences the reader reads.
+
+    Returns:
+        the ReaderCalibration.
+    """
+    from .reader import CONFIDENCE_FEATURES as READER_FEATURES
+    from .reader import ReaderCalibration
+
+    memo = _Memo(reader)
+    gathered = [gather(qa, qs, retriever) for qa, qs in sets]
+    X, y, g = [], [], []
+    for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
+        for m, (q, cands, *_) in enumerate(gs):
+            if not q.answerable or not cands:
+                continue
+            top = sorted(((qa.picker.sentence_score(c), c) for c in cands),
+                         key=lambda x: -x[0])[:candidates]
+            labels = [any(a in c["text"] for a in q.answers) for _, c in top]
+            if not any(labels) or all(labels):
+                continue
+            logits = memo.score(q.question, [(qa.index.articles[c["hit"].passage.doc_id].title,
+                                              c["text"]) for _, c in top])
+            for (s, _), x, lab in zip(top, logits, labels):
+                X.append([s, float(x)])
+                y.append(int(lab))
+                g.append(n * 1_000_000 + m)
+    combine = fit_listwise(np.array(X), np.array(y), np.array(g), ("feature", "reader"))
+    log(f"combined sentence score on {len(X)} sentences: {combine}")
+    cal = ReaderCalibration(sha256=reader.sha256, candidates=candidates,
+                            feature=combine["weights"]["feature"],
+                            reader=combine["weights"]["reader"],
+                            confidence={"bias": 0.0, "weights": dict.fromkeys(READER_FEATURES, 0.0)},
+                            threshold=0.5)
+    memo.calibration = cal
+    rows, set_of = [], []
+    for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
+        qa.picker.reader = memo
+        for q, cands, hits, qvec in gs:
+            if cands:
+                rows.append((qa.picker.pick(q.question, qvec, hits).features, q.answerable))
+                set_of.append(n)
+        qa.picker.reader = None
+    confidence, threshold = fit_confidence(rows, set_of, READER_FEATURES, max_wrong)
+    log(f"reader confidence on {len(rows)} questions ({sum(a for _, a in rows)} answerable): "
+        f"{confidence}; threshold {threshold:.4f}")
+    return ReaderCalibration(sha256=reader.sha256, candidates=candidates, feature=cal.feature,
+                             reader=cal.reader, confidence=confidence, threshold=round(threshold, 5))
 
 
 def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=print,
@@ -143,24 +239,9 @@ def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=prin
         got = confidence_rows(qa.picker, gs)
         rows += got
         set_of += [n] * len(got)
-    Xc = np.array([[r[f] for f in CONFIDENCE_FEATURES] for r, _ in rows])
-    yc = np.array([int(a) for _, a in rows])
-    set_of = np.array(set_of)
-    # Every (set, class) weighs the same in total, so a small set of hand-written questions
-    # counts as much as thousands of SQuAD ones, and the few unanswerable ones as much as the rest.
-    wc = np.zeros(len(yc))
-    cells = {(s, y) for s, y in zip(set_of.tolist(), yc.tolist())}
-    for s, y in cells:
-        mask = (set_of == s) & (yc == y)
-        wc[mask] = len(yc) / (len(cells) * mask.sum())
-    confidence = fit_logistic(Xc, yc, CONFIDENCE_FEATURES, wc)
-    z = confidence["bias"] + Xc @ np.array([confidence["weights"][f] for f in CONFIDENCE_FEATURES])
-    conf = 1 / (1 + np.exp(-z))
-    # The threshold keeps wrong abstentions within max_wrong in every set, not only on average.
-    threshold = min(choose_threshold(conf[set_of == s], yc[set_of == s] == 1, max_wrong)
-                    for s in sorted(set(set_of.tolist())) if yc[set_of == s].any())
-    log(f"confidence model on {len(yc)} questions ({int(yc.sum())} answerable): {confidence}; "
-        f"threshold {threshold:.4f}")
+    confidence, threshold = fit_confidence(rows, set_of, CONFIDENCE_FEATURES, max_wrong)
+    log(f"confidence model on {len(rows)} questions ({sum(a for _, a in rows)} answerable): "
+        f"{confidence}; threshold {threshold:.4f}")
     for qa, _ in sets:
         qa.picker.calibration = qa.calibration
     return {"passages": base.passages, "max_run": base.max_run, "run_mass": base.run_mass,
@@ -182,6 +263,13 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, default=2000, help="answerable questions sampled per set")
     p.add_argument("--retriever", default="hybrid", choices=("dense", "bm25", "hybrid"))
     p.add_argument("--max-wrong-abstain", type=float, default=0.02)
+    p.add_argument("--reader", type=Path, metavar="DIR",
+                   help="fit the reader in DIR (e.g. qa/reader) instead of the feature models; "
+                        "writes DIR/calibration.json")
+    p.add_argument("--candidates", type=int, default=6,
+                   help="with --reader: the feature picker's best sentences it reads (default 6)")
+    p.add_argument("--exclude-id", metavar="REGEX",
+                   help="leave out questions whose id matches (e.g. questions kept for testing)")
     p.add_argument("--out", type=Path, default=PACKAGED_CALIBRATION,
                    help="where to write it (default: the packaged qa/calibration.json, copied "
                         "into every index built afterwards)")
@@ -195,7 +283,7 @@ def run(args) -> int:
 
     def engine(path: str):
         if path not in engines:
-            engines[path] = QA.open(default_settings(index_dir=Path(path)))
+            engines[path] = QA.open(default_settings(index_dir=Path(path), reader="none"))
         return engines[path]
 
     if args.limit < 4:
@@ -204,17 +292,31 @@ def run(args) -> int:
     for values in args.on:
         if len(values) not in (2, 3):
             raise UserError(f"--on takes INDEX QUESTIONS [DOC_PATTERN], got {values}")
-        qs = load_questions(Path(values[1]))
+        qs = [q for q in load_questions(Path(values[1]))
+              if not (args.exclude_id and re.search(args.exclude_id, q.id))]
         answerable = select(qs, values[2] if len(values) == 3 else ".", args.limit)
         sets.append((engine(values[0]), [q for q in qs if not q.answerable] + answerable))
     for values in args.offtopic:
         if len(values) not in (2, 3):
             raise UserError(f"--offtopic takes INDEX QUESTIONS [DOC_PATTERN], got {values}")
-        qs = select(load_questions(Path(values[1])), values[2] if len(values) == 3 else None,
-                    args.limit // 4)
+        qs = select([q for q in load_questions(Path(values[1]))
+                     if not (args.exclude_id and re.search(args.exclude_id, q.id))],
+                    values[2] if len(values) == 3 else None, args.limit // 4)
         sets.append((engine(values[0]), [Question(q.id, q.question) for q in qs]))
-    cal = calibrate(sets, args.retriever, args.max_wrong_abstain,
-                    log=lambda m: print(m, file=sys.stderr))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if args.reader:
+        from .reader import CALIBRATION, Reader
+
+        if args.candidates < 1:
+            raise UserError(f"--candidates must be at least 1, got {args.candidates}")
+        fitted = calibrate_reader(sets, Reader(args.reader), args.candidates, args.retriever,
+                                  args.max_wrong_abstain, log=log)
+        out = args.reader / CALIBRATION
+        out.write_text(json.dumps({**fitted.to_dict(), "fitted": " ".join(sys.argv[1:])},
+                                  indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
+    cal = calibrate(sets, args.retriever, args.max_wrong_abstain, log=log)
     args.out.write_text(json.dumps(cal, indent=2) + "\n")
     print(f"wrote {args.out}; rebuild indexes (`qa build`) to copy it into their manifests")
     return 0

@@ -58,11 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--since", help="only articles published on or after this date (YYYY-MM-DD)")
     a.add_argument("--until", help="only articles published on or before this date (YYYY-MM-DD)")
     a.add_argument("--doc", help="only this article (doc_id)")
+    a.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
+                                    "(default: the packaged reader, or QA_READER)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.set_defaults(run=cmd_ask)
 
     for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench"),
-                         ("calibrate", "qa.calibrate")):
+                         ("calibrate", "qa.calibrate"), ("train-reader", "qa.train_reader")):
         _optional(sub, name, module)
     return p
 
@@ -89,7 +91,8 @@ def settings_from(args):
     return default_settings(index_dir=getattr(args, "index", None), model=getattr(args, "model", None),
                             max_tokens=getattr(args, "max_tokens", None),
                             overlap=getattr(args, "overlap", None),
-                            title_context=False if getattr(args, "no_title_context", False) else None)
+                            title_context=False if getattr(args, "no_title_context", False) else None,
+                            reader=getattr(args, "reader", None))
 
 
 def cmd_build(args) -> int:

@@ -25,13 +25,13 @@ MAX_K = 1000
 class QA:
     """A loaded index and model, ready for questions."""
 
-    def __init__(self, index: Index, encoder, settings: Settings):
+    def __init__(self, index: Index, encoder, settings: Settings, reader=None):
         self.index = index
         self.encoder = encoder
         self.settings = settings
         self.retriever = Retriever(index, encoder)
         self.calibration = Calibration.from_manifest(index.manifest)
-        self.picker = Picker(index, self.calibration)
+        self.picker = Picker(index, self.calibration, reader)
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_model: bool = False) -> QA:
@@ -44,9 +44,11 @@ class QA:
         """
         from .embed import load_encoder
 
+        from .reader import open_reader
+
         settings = settings or default_settings()
         index = load(settings.index_dir, settings.model if check_model else None)
-        return cls(index, load_encoder(index.model), settings)
+        return cls(index, load_encoder(index.model), settings, open_reader(settings.reader))
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
             filters: Filters | None = None, history: list[str] | None = None) -> Result:
@@ -78,7 +80,7 @@ class QA:
         if not hits:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
-        abstained = picked.answer is None or picked.confidence < self.calibration.threshold
+        abstained = picked.answer is None or picked.confidence < self.picker.threshold
         return Result(question, picked.hits[:k], None if abstained else picked.answer, abstained,
                       round(picked.confidence, 4), resolved, tuple(notices))
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .retrieve import Filters
 from .settings import RETRIEVERS, UserError, default_settings
 from .types import Answer, Hit
 
@@ -61,7 +62,9 @@ class Question:
     """One question to score.
 
     `doc`/`answers` are our format; `qrels` (doc id -> relevance grade) are BEIR's. A question
-    of our format gets `qrels = {doc: 1}`, or none when it is unanswerable.
+    of our format gets `qrels = {doc: 1}`, or none when it is unanswerable. `given` (optional)
+    names the article the question was written on, to ask it of that article alone (SQuAD 2.0's
+    setting, `qa eval --given-doc`).
     """
 
     id: str
@@ -69,6 +72,7 @@ class Question:
     doc: str | None = None
     answers: tuple[str, ...] = ()
     qrels: dict[str, int] = field(default_factory=dict)
+    given: str | None = None
 
     @property
     def answerable(self) -> bool:
@@ -148,8 +152,11 @@ def load_questions(path: Path) -> list[Question]:
                                 f"expected answer strings, or set doc to null if it is unanswerable")
             if qid in seen:
                 raise UserError(f"{where}: id {qid} is already used on line {seen[qid]}; ids must be unique")
+            given = row.get("given")
+            if given is not None and (not isinstance(given, str) or not given):
+                raise UserError(f"{where}: given must be a doc id or absent, got {given!r}")
             seen[qid] = number
-            out.append(Question(qid, text, doc, tuple(answers), {doc: 1} if doc else {}))
+            out.append(Question(qid, text, doc, tuple(answers), {doc: 1} if doc else {}, given))
     if not out:
         raise UserError(f"{path} holds no questions; add one JSON object a line")
     return out
@@ -451,13 +458,15 @@ def score(retriever: str, outcomes: Sequence[Outcome], index, k: int, is_beir: b
 # ---------------------------------------------------------------- running
 
 def run_questions(qa, questions: Sequence[Question], retriever: str, k: int, *, is_beir: bool,
-                  drop_self_hits: bool = True, qvecs=None, progress=None) -> list[Outcome]:
+                  drop_self_hits: bool = True, qvecs=None, progress=None,
+                  given_doc: bool = False) -> list[Outcome]:
     """Ask every question with one retriever.
 
     Our question sets go through `QA.ask` (retrieval, snippet and abstention, as a user gets
     them) with max(k, 10) passages. BEIR queries go through the retriever only, asking for more
     passages until max(k, 10) distinct articles are found; with drop_self_hits a hit on the
-    document whose id is the query's own id is left out (ArguAna's protocol).
+    document whose id is the query's own id is left out (ArguAna's protocol). With given_doc,
+    a question that names a `given` article is asked of that article alone.
     """
     depth = max(k, DEPTH_10)
     out: list[Outcome] = []
@@ -468,7 +477,8 @@ def run_questions(qa, questions: Sequence[Question], retriever: str, k: int, *, 
                                     None if qvecs is None else qvecs[i])
             answer, abstained = None, None
         else:
-            result = qa.ask(q.question, k=depth, retriever=retriever)
+            only = Filters(doc=q.given) if given_doc and q.given else None
+            result = qa.ask(q.question, k=depth, retriever=retriever, filters=only)
             hits, answer, abstained = list(result.hits), result.answer, result.abstained
         seconds = time.perf_counter() - started
         articles = tuple(dict.fromkeys(h.passage.doc_id for h in hits))[:depth]
@@ -704,6 +714,11 @@ def add_arguments(p) -> None:
                    help="write report.md, recall_at_k.png and metrics.json here")
     p.add_argument("--filter-doc", metavar="REGEX", help="keep questions whose doc matches (re.search); "
                    "e.g. '^(2[4-9]|3[0-9]|4[0-7])_' = SQuAD articles 24-47")
+    p.add_argument("--given-doc", action="store_true",
+                   help="ask each question that names a `given` article of that article alone "
+                        "(SQuAD 2.0: is the question answered by its own paragraph?)")
+    p.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
+                        "(default: the packaged reader)")
     p.add_argument("--sample", type=int, metavar="N", help="score a random sample of N questions")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--keep-self-hits", action="store_true",
@@ -737,7 +752,7 @@ def run(args) -> int:
         raise _usage("--filter-doc works on question files; BEIR queries have no doc field")
     if args.beir and args.threshold_level == "passage":
         raise _usage("--threshold-level passage needs answers; BEIR runs score articles only")
-    settings = default_settings(index_dir=args.index, model=args.model)
+    settings = default_settings(index_dir=args.index, model=args.model, reader=args.reader)
     progress_off = True if args.quiet else None  # None: a bar on a terminal only
     notes: list[str] = []
     if args.beir:
@@ -789,7 +804,7 @@ def run(args) -> int:
             bar.set_postfix_str(r)
             outcomes[r] = run_questions(qa, questions, r, args.k, is_beir=dataset.is_beir,
                                         drop_self_hits=not args.keep_self_hits, qvecs=qvecs,
-                                        progress=bar)
+                                        progress=bar, given_doc=args.given_doc)
             scores.append(score(r, outcomes[r], qa.index, args.k, dataset.is_beir))
     if args.run_out:
         args.run_out.parent.mkdir(parents=True, exist_ok=True)

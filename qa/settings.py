@@ -29,6 +29,8 @@ class Settings:
         k: passages returned per question.
         retriever: "dense", "bm25" or "hybrid".
         batch_size: encoding batch size.
+        reader: "default" (the packaged reader), "none" (the feature picker alone) or a folder
+            made by `qa train-reader`; `QA_READER` overrides the default.
     """
 
     model: str = DEFAULT_MODEL
@@ -39,6 +41,7 @@ class Settings:
     k: int = 5
     retriever: str = "hybrid"
     batch_size: int = 64
+    reader: str = "default"
 
     def chunking(self) -> dict:
         return {"max_tokens": self.max_tokens, "overlap": self.overlap,
@@ -51,5 +54,6 @@ class Settings:
 def default_settings(**changes) -> Settings:
     """Settings from the environment (`QA_MODEL`, `QA_INDEX`), then explicit changes."""
     base = Settings(model=os.environ.get("QA_MODEL") or DEFAULT_MODEL,
+                    reader=os.environ.get("QA_READER") or "default",
                     index_dir=Path(os.environ.get("QA_INDEX") or ROOT / "index"))
     return base.with_(**changes)
