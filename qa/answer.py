@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Index, english_stemmer
+from .store import Index
+from .text import english_stemmer, stems
 from .types import Answer, Hit, Passage, Span
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
@@ -50,10 +51,7 @@ QUESTION_TYPES = [
                          r"county|continent|island|river)\b|\bin what (?:city|country|place|state)\b",
                          re.I)),
 ]
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the words bm25s indexes
 _WORD = re.compile(r"[A-Za-z0-9]+")
-_QUESTION_WORDS = frozenset("""what which who whom whose when where why how many much long
-did does do was were is are""".split())
 
 SENTENCE_FEATURES = ("wov", "ov", "pref", "bigram", "ctx", "type", "untyped", "rrank", "prel",
                      "pcos", "length", "novel")
@@ -106,23 +104,6 @@ def question_type(question: str) -> str | None:
         if pattern.search(question):
             return kind
     return None
-
-
-def stems(text: str) -> list[str]:
-    """Lower-cased, stop-word-free, Snowball-stemmed words, in order, as BM25 indexes them.
-
-    >>> stems("How many high-tech companies were there?")
-    ['high', 'tech', 'compani']
-    """
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in _stopwords()]
-    return english_stemmer().stemWords(words)
-
-
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN) | _QUESTION_WORDS
 
 
 def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:

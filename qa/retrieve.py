@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .settings import RETRIEVERS, UserError
-from .store import Index, english_stemmer
+from .store import Index
+from .text import query_tokens
 from .types import Hit, Passage
 
 # How many candidates each retriever hands to fusion and merging, at the least.
@@ -29,14 +30,6 @@ class Filters:
 
     def active(self) -> bool:
         return any((self.source, self.since, self.until, self.doc))
-
-
-@dataclass(frozen=True)
-class Scored:
-    """Raw scores of one question: per-retriever candidates before fusion and merging."""
-
-    dense: dict[int, float]
-    bm25: dict[int, float]
 
 
 class Retriever:
@@ -77,9 +70,11 @@ class Retriever:
         elif method == "bm25":
             ranked = self.bm25(question, want, allowed)
         else:
-            ranked = fuse(self.dense(qvec, want, allowed), self.bm25(question, want, allowed),
+            sparse = self.bm25_scores(question)  # scored once, for the candidates and the fusion
+            ranked = fuse(self.dense(qvec, want, allowed),
+                          self.bm25(question, want, allowed, scores=sparse),
                           self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ qvec,
-                          bm25_of=self._bm25_of(question))
+                          bm25_of=lambda pids: sparse[pids])
         return merge(ranked, self.index.passages, k)
 
     def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -93,8 +88,10 @@ class Retriever:
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def bm25(self, question: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        scores = self.bm25_scores(question)
+    def bm25(self, question: str, k: int, allowed: np.ndarray | None = None,
+             scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k (pid, BM25 score) among the allowed passages; `scores` when already computed."""
+        scores = self.bm25_scores(question) if scores is None else scores
         if allowed is not None:
             masked = np.full_like(scores, -np.inf)
             masked[allowed] = scores[allowed]
@@ -106,23 +103,10 @@ class Retriever:
 
     def bm25_scores(self, question: str) -> np.ndarray:
         """BM25 score of every passage for the question (zeros when no word is known)."""
-        import bm25s
-
-        tokens = bm25s.tokenize([question], stopwords="en", stemmer=english_stemmer(),
-                                return_ids=False, show_progress=False)[0]
-        ids = self.index.bm25.get_tokens_ids(tokens)
+        ids = self.index.bm25.get_tokens_ids(query_tokens(question))
         if not ids:
             return np.zeros(len(self.index.passages), dtype=np.float32)
         return self.index.bm25.get_scores_from_ids(ids)
-
-    def _bm25_of(self, question: str):
-        cache: dict[str, np.ndarray] = {}
-
-        def of(pids: np.ndarray) -> np.ndarray:
-            if "all" not in cache:
-                cache["all"] = self.bm25_scores(question)
-            return cache["all"][pids]
-        return of
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         """Passage ids the filters let through, or None for all."""

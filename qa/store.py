@@ -17,7 +17,6 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -27,6 +26,8 @@ from . import __version__
 from .chunk import chunk
 from .ingest import IngestReport, ingest, source_files
 from .settings import Settings, UserError
+from .text import bm25s as _bm25s
+from .text import tokenize
 from .types import Article, Passage
 
 log = logging.getLogger(__name__)
@@ -191,28 +192,6 @@ def make_faiss_index(vectors: np.ndarray, index_type: str):
     if len(vectors):
         index.add(vectors)
     return index
-
-
-def tokenize(texts: list[str]):
-    """BM25 tokens: lower-cased words, English stop words out, Snowball-stemmed."""
-    bm25s = _bm25s()
-
-    return bm25s.tokenize(texts, stopwords="en", stemmer=english_stemmer(), show_progress=False)
-
-
-def _bm25s():
-    """bm25s, imported with its logger (set to DEBUG on import) back at WARNING."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
-
-
-@lru_cache(maxsize=1)
-def english_stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
 
 
 # ---------------------------------------------------------------- load

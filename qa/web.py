@@ -40,6 +40,7 @@ from starlette.routing import Mount
 from . import __version__
 from .retrieve import Filters
 from .settings import RETRIEVERS, ROOT, Settings, UserError, default_settings
+from .text import stems
 
 log = logging.getLogger(__name__)
 
@@ -251,24 +252,12 @@ def source_rows(out: dict) -> list[list]:
             for p in out["passages"]]
 
 
-_WORD = re.compile(r"[A-Za-z0-9]+")
-_STOP = frozenset("a an the of in on at to for from by with and or is are was were be been what "
-                  "which who when where why how do does did has have had it its this that".split())
-
-
-def _stems(text: str) -> set[str]:
-    from .store import english_stemmer
-
-    return set(english_stemmer().stemWords([w.lower() for w in _WORD.findall(text)
-                                            if w.lower() not in _STOP]))
-
-
 def best_sentence(question: str, text: str, spans: list[tuple[int, int]]) -> tuple[int, int] | None:
     """The span (offsets into text) of the sentence sharing most content words with the question."""
-    q = _stems(question)
+    q = set(stems(question))
     best, best_overlap = None, 0
     for a, b in spans:
-        overlap = len(q & _stems(text[a:b]))
+        overlap = len(q & set(stems(text[a:b])))
         if overlap > best_overlap:
             best, best_overlap = (a, b), overlap
     return best

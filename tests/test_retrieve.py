@@ -170,3 +170,12 @@ def test_dense_search_leaves_the_callers_openmp_threads_alone(engine):
         assert faiss.omp_get_max_threads() == 2
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_hybrid_scores_bm25_once_per_question(engine, monkeypatch):
+    retriever = Retriever(engine.index, engine.encoder)
+    calls = []
+    real = retriever.bm25_scores
+    monkeypatch.setattr(retriever, "bm25_scores", lambda q: calls.append(q) or real(q))
+    hits = retriever.search("When was Dongguan's application approved?", k=5, method="hybrid")
+    assert hits and calls == ["When was Dongguan's application approved?"]
