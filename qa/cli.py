@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import RETRIEVERS, ROOT, UserError, default_settings
+from .settings import RETRIEVERS, SEEDS, UserError, default_settings
 
 EXIT_USAGE = 2
 
@@ -93,12 +93,12 @@ def settings_from(args):
 
 
 def cmd_build(args) -> int:
-    from .store import build
+    from .build import build
 
     settings = settings_from(args)
     if settings.max_tokens < 16 or settings.overlap < 0:
         raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
-    sources = args.sources or [ROOT / "seeds"]
+    sources = args.sources or [SEEDS]
     # Skipped files and duplicates were logged, by name, as they were met.
     summary = build(sources, settings, progress=not args.quiet)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "

@@ -262,7 +262,8 @@ def beir_index(corpus: Path, settings, index_dir: Path | None = None, progress: 
     Raises:
         UserError: index_dir holds an index of something else (it is never overwritten).
     """
-    from .store import IndexLoadError, build, fingerprint, load
+    from .build import build
+    from .store import IndexLoadError, fingerprint, load
 
     corpus = Path(corpus)
     fp = fingerprint([corpus])

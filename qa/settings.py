@@ -10,6 +10,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 RETRIEVERS = ("dense", "bm25", "hybrid")
 MAX_QUESTION_CHARS = 10_000
 ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"  # the bundled articles, indexed when no sources are given
 
 
 class UserError(Exception):

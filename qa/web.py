@@ -1,6 +1,7 @@
 """The page and the HTTP API: a Gradio chat with cited answers and an article viewer, /api/ask beside it.
 
-    >>> from qa.web import create_app, open_or_build
+    >>> from qa.engine import open_or_build
+    >>> from qa.web import create_app
     >>> app = create_app(open_or_build(default_settings()))   # a FastAPI app; serve it with uvicorn
 
 `python app.py` (or `python -m qa.web`) parses the flags, opens or builds the index and serves
@@ -38,8 +39,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Mount
 
 from . import __version__
+from .engine import open_or_build
 from .retrieve import Filters
-from .settings import RETRIEVERS, ROOT, Settings, UserError, default_settings
+from .settings import RETRIEVERS, ROOT, UserError, default_settings
 from .text import stems
 
 log = logging.getLogger(__name__)
@@ -84,80 +86,6 @@ class WebConfig:
     max_waiting: int = 16
     queue_size: int = 64
     wait_seconds: float = 30.0
-
-
-# ---------------------------------------------------------------- startup
-
-def open_or_build(settings: Settings, sources: list[Path] | None = None, *, rebuild: bool = False,
-                  progress: bool = True):
-    """The engine on settings.index_dir, building or rebuilding the index when it is needed.
-
-    A missing index is built from `sources` (default seeds/). A stale index (its articles changed)
-    or one that cannot be read (corrupt, older format) is rebuilt from the articles its manifest
-    lists, or from `sources` when given. Progress goes to stderr.
-
-    Args:
-        settings: index folder and model.
-        sources: folders or files to build from; None uses the recorded sources, then seeds/.
-        rebuild: rebuild even when the index is fine.
-        progress: show the encoding progress bar.
-
-    Returns:
-        A loaded qa.engine.QA.
-
-    Raises:
-        UserError: the index must be rebuilt but its articles are unknown, or the build failed.
-    """
-    from .engine import QA
-    from .store import IndexLoadError, build
-
-    root = Path(settings.index_dir)
-    engine, reason = None, None
-    if rebuild:
-        reason = "--rebuild was given"
-    elif not (root / "CURRENT").exists():
-        reason = "there is no index yet (first run)"
-    else:
-        try:
-            engine = QA.open(settings)
-        except IndexLoadError as e:
-            reason = f"it cannot be used: {e}"
-        else:
-            if not engine.index.stale:
-                return engine
-            reason = "its articles changed since it was built (stale)"
-    chosen = list(sources) if sources else recorded_sources(root)
-    if not chosen:
-        if (root / "builds").exists() and any((root / "builds").iterdir()):
-            raise UserError(f"{root}/ must be rebuilt because {reason}, but the articles it was "
-                            f"built from are unknown; pass --sources DIR or run "
-                            f"`qa build --index {root} DIR`")
-        chosen = [ROOT / "seeds"]
-    _say(f"Building the index in {root}/ from {', '.join(map(str, chosen))} because {reason}. "
-         f"This takes a minute; progress below.")
-    summary = build(chosen, settings, encoder=engine.encoder if engine else None, progress=progress)
-    _say(f"Built {summary.documents} articles, {summary.passages} passages in "
-         f"{summary.seconds:.1f} s.")
-    return QA.open(settings)
-
-
-def recorded_sources(root: Path) -> list[Path]:
-    """The sources listed by the newest readable manifest under root, when they all still exist."""
-    candidates = []
-    try:
-        candidates.append(root / (root / "CURRENT").read_text().strip() / "manifest.json")
-    except OSError:
-        pass
-    if (root / "builds").is_dir():
-        candidates += sorted((root / "builds").glob("*/manifest.json"), reverse=True)
-    for path in candidates:
-        try:
-            sources = [Path(s) for s in json.loads(path.read_text()).get("sources", [])]
-        except (OSError, ValueError, AttributeError):
-            continue
-        if sources and all(s.exists() for s in sources):
-            return sources
-    return []
 
 
 def _say(message: str) -> None:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from qa.settings import Settings, UserError
-from qa.store import FORMAT_VERSION, IndexLoadError, build, fingerprint, load
+from qa.build import build
+from qa.store import FORMAT_VERSION, IndexLoadError, fingerprint, load
 
 from conftest import ROOT, SEEDS
 

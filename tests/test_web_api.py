@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -427,47 +426,3 @@ def test_parse_origins():
     with pytest.raises(UserError):
         parse_origins("a.example")
 
-
-# ---------------------------------------------------------------- startup: missing, stale, corrupt index
-
-def _current(index: Path) -> str:
-    return (index / "CURRENT").read_text().strip()
-
-
-def test_startup_builds_a_missing_index_and_rebuilds_stale_and_corrupt_ones(tmp_path, encoder, capsys):
-    import shutil
-
-    from qa.settings import Settings, UserError
-    from qa.web import open_or_build
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name in ("003_fa579be8430ff762.txt", "000_8c8a69ca8b028a93.txt"):
-        shutil.copy(ROOT / "seeds" / name, corpus / name)
-    settings = Settings(index_dir=tmp_path / "index")
-
-    engine = open_or_build(settings, [corpus], progress=False)  # first run: builds
-    assert len(engine.index.articles) == 2
-    assert "first run" in capsys.readouterr().err
-    first = _current(settings.index_dir)
-
-    assert _current(open_or_build(settings, progress=False).index.path) == first  # fine: reused
-
-    (corpus / "new.txt").write_text("Zhaoqing opens a port\n2023-03-01\n\nZhaoqing opened a river "
-                                    "port with room for 40 ships in March 2023.\n")
-    engine = open_or_build(settings, progress=False)  # stale: rebuilt from the recorded sources
-    assert "stale" in capsys.readouterr().err
-    assert len(engine.index.articles) == 3 and _current(settings.index_dir) != first
-
-    build_dir = settings.index_dir / _current(settings.index_dir)
-    (build_dir / "passages.jsonl").write_text("{not json\n")
-    engine = open_or_build(settings, progress=False)  # corrupt: rebuilt
-    assert "cannot be used" in capsys.readouterr().err
-    assert len(engine.index.articles) == 3
-    assert engine.ask("How many ships does the Zhaoqing port hold?").hits
-
-    build_dir = settings.index_dir / _current(settings.index_dir)
-    (build_dir / "passages.jsonl").write_text("{not json\n")
-    shutil.rmtree(corpus)  # corrupt and its articles gone: say what to do
-    with pytest.raises(UserError, match="--sources"):
-        open_or_build(settings, progress=False)
