@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -168,12 +168,13 @@ def rescore(order: list[Hit], best_of: dict[int, float], rest: list[Hit]) -> lis
 
 @dataclass(frozen=True)
 class Picked:
-    """What the picker decided: hits re-ordered, the best answer, its confidence and features."""
+    """What the picker decided: hits re-ordered, the best answer, its confidence, and the best
+    sentence (article offsets) of each passage it read, by pid."""
 
     hits: tuple[Hit, ...]
     answer: Answer | None
     confidence: float
-    features: dict
+    sentences: dict[int, Span] = field(default_factory=dict)
 
 
 class Picker:
@@ -295,15 +296,18 @@ class Picker:
 
         Returns:
             Picked: hits (top `calibration.passages` re-ordered, ranks renumbered), the answer
-            (None when there are no sentences), and its confidence in [0, 1].
+            (None when there are no sentences), its confidence in [0, 1], and the best sentence
+            of each passage read.
         """
         cands = self.candidates(question, qvec, hits)
         if not cands:
-            return Picked(tuple(hits), None, 0.0, {})
+            return Picked(tuple(hits), None, 0.0)
         scored = sorted(((self.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
         best_of: dict[int, float] = {}
+        sentences: dict[int, Span] = {}
         for s, c in scored:
             best_of.setdefault(c["hit"].passage.pid, s)
+            sentences.setdefault(c["hit"].passage.pid, c["span"])
         top = hits[:self.calibration.passages]
         order = sorted(top, key=lambda h: (-best_of.get(h.passage.pid, -math.inf), h.rank))
         reranked = rescore(order, best_of, hits[len(top):])
@@ -324,7 +328,7 @@ class Picker:
         answer = Answer(text=text, doc_id=hit.passage.doc_id, char_start=a, char_end=b,
                         passage_rank=new_rank[hit.passage.pid], confidence=round(confidence, 4),
                         highlight=(a + local[0], a + local[1]) if local else None)
-        return Picked(tuple(reranked), answer, confidence, features)
+        return Picked(tuple(reranked), answer, confidence, sentences)
 
     def run(self, best: dict, scored: list[tuple[float, dict]]) -> Span:
         """The shortest run of adjacent sentences around the best one (at most `max_run`) that

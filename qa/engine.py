@@ -90,8 +90,10 @@ class QA:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
         abstained = picked.answer is None or picked.confidence < self.calibration.threshold
-        return Result(question, picked.hits[:k], None if abstained else picked.answer, abstained,
-                      round(picked.confidence, 4), resolved, tuple(notices))
+        hits = picked.hits[:k]
+        return Result(question, hits, None if abstained else picked.answer, abstained,
+                      round(picked.confidence, 4), resolved, tuple(notices),
+                      tuple(picked.sentences.get(h.passage.pid) for h in hits))
 
     def to_json(self, result: Result) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""

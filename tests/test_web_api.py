@@ -272,7 +272,7 @@ def test_path_traversal_is_refused(server, path):
 
 def test_index_files_are_not_served(server, seeds_index):
     current = seeds_index / "CURRENT"
-    for path in (f"/gradio_api/file={current}", f"/file={current}", f"/gradio_api/file={ROOT / 'qa' / 'web.py'}"):
+    for path in (f"/gradio_api/file={current}", f"/file={current}", f"/gradio_api/file={ROOT / 'qa' / 'web' / 'api.py'}"):
         status, body = _raw_get(server, path)
         assert 400 <= status < 500, (path, status)
 
@@ -332,7 +332,7 @@ def test_app_py_rejects_bad_flags_without_a_traceback(tmp_path):
 def test_gate_refuses_when_full():
     import threading
 
-    from qa.web import Busy, Gate
+    from qa.web.api import Busy, Gate
 
     gate = Gate(running=1, waiting=0, timeout=0.1)
     with gate.enter():
@@ -360,7 +360,7 @@ def test_gate_refuses_when_full():
 
 
 def test_answer_html_escapes_untrusted_text():
-    from qa.web import answer_html
+    from qa.web.render import answer_html
 
     evil = 'x <img src=x onerror="alert(1)"> <script>alert(2)</script> & **b**'
     out = {"question": evil, "resolved_question": evil, "confidence": 0.9, "abstained": False,
@@ -382,7 +382,7 @@ def test_answer_html_escapes_untrusted_text():
 
 
 def test_article_segments_cover_the_whole_text_and_mark_the_cited_span():
-    from qa.web import article_segments
+    from qa.web.render import article_segments
 
     text = "First sentence. The answer is 42. Last one."
     art = Article(doc_id="d", text=text, title="T", source="S", date="2020-01-01")
@@ -402,7 +402,7 @@ def test_article_segments_cover_the_whole_text_and_mark_the_cited_span():
     (None, ()),
 ])
 def test_parse_users(text, expected):
-    from qa.web import parse_users
+    from qa.web.config import parse_users
 
     assert parse_users(text) == expected
 
@@ -410,7 +410,7 @@ def test_parse_users(text, expected):
 @pytest.mark.parametrize("text", ["alice", "alice:", ":pw"])
 def test_parse_users_refuses_entries_without_a_password(text):
     from qa.settings import UserError
-    from qa.web import parse_users
+    from qa.web.config import parse_users
 
     with pytest.raises(UserError, match="user:password"):
         parse_users(text)
@@ -418,7 +418,7 @@ def test_parse_users_refuses_entries_without_a_password(text):
 
 def test_parse_origins():
     from qa.settings import UserError
-    from qa.web import parse_origins
+    from qa.web.config import parse_origins
 
     assert parse_origins(["https://a.example/", "http://b.example:8080,*"]) == (
         "https://a.example", "http://b.example:8080", "*")
