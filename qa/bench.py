@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .evaluate import markdown_table, percentile
+from .evaluation.metrics import percentile
+from .evaluation.report import markdown_table
 from .settings import ROOT, SEEDS, Settings, UserError
 
 DEFAULT_SIZES = "seeds,1000,10000,100000"

@@ -20,7 +20,7 @@ import numpy as np
 
 from .answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
                      Picker, packaged_calibration)
-from .evaluate import Question, load_questions, select
+from .evaluation.data import Question, load_questions, select
 from .settings import UserError
 
 

@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -56,7 +56,6 @@ class Index:
     vectors: np.ndarray
     bm25: object
     stale: bool = False
-    doc_order: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -209,8 +208,7 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     if len(passages) != manifest["passages"] or faiss_index.ntotal != len(passages):
         raise IndexLoadError(f"{build_dir} holds {faiss_index.ntotal} vectors for {len(passages)} "
                           f"passages, manifest says {manifest['passages']}; {rebuild}")
-    index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25,
-                  doc_order=list(articles))
+    index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25)
     index.stale = is_stale(manifest)
     return index
 
