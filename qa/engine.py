@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 from .answer import Calibration, Picker
 from .followup import resolve
 from .retrieve import Filters, Retriever
-from .settings import (MAX_QUESTION_CHARS, RETRIEVERS, SEEDS, Settings, UserError,
-                       default_settings)
+from .settings import (MAX_QUESTION_CHARS, SEEDS, Settings, UsageError, UserError, check_k,
+                       check_retriever, default_settings)
 from .store import Index, IndexLoadError, has_builds, index_exists, load, recorded_sources
 from .types import Answer, Hit, Result
 
@@ -77,10 +77,8 @@ class QA:
         question, notices = clean_question(question)
         k = self.settings.k if k is None else k
         method = retriever or self.settings.retriever
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise UserError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
-        if method not in RETRIEVERS:
-            raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
+        check_k(k, MAX_K)
+        check_retriever(method)
         resolved = resolve(question, history or [])
         qvec = self.encoder.encode([resolved])[0]
         # The answer picker re-orders the top passages, so fetch at least that many.
@@ -136,12 +134,12 @@ def clean_question(question: str) -> tuple[str, list[str]]:
     ('When?', [])
     """
     if not isinstance(question, str):
-        raise UserError(f"the question must be text, got {type(question).__name__}")
+        raise UsageError(f"the question must be text, got {type(question).__name__}")
     notices: list[str] = []
     text = "".join(ch if unicodedata.category(ch)[0] != "C" or ch in "\t\n" else " "
                    for ch in question[:MAX_QUESTION_CHARS * 2]).strip()
     if not text:
-        raise UserError("the question is empty; ask something, e.g. "
+        raise UsageError("the question is empty; ask something, e.g. "
                         "qa ask \"When did Dongguan apply to become an innovative city?\"")
     if len(question) > MAX_QUESTION_CHARS:
         text = text[:MAX_QUESTION_CHARS]

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from .settings import RETRIEVERS, UserError, default_settings
+from .settings import RETRIEVERS, UsageError, UserError, default_settings
 from .types import Hit
 from .evaluation.data import (Dataset, Outcome, Question, beir_index, load_beir,
                               load_questions, select)
@@ -213,7 +213,5 @@ def run(args) -> int:
     return EXIT_THRESHOLD if problems else 0
 
 
-def _usage(message: str) -> UserError:
-    e = UserError(message)
-    e.exit_code = 2
-    return e
+def _usage(message: str) -> UsageError:
+    return UsageError(message)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import RETRIEVERS, UserError
+from .settings import UsageError, check_k, check_retriever
 from .store import Index
 from .text import query_tokens
 from .types import Hit, Passage
@@ -17,19 +19,59 @@ MIN_CANDIDATES = 50
 # Weight of the dense score in the hybrid: measured on the SQuAD tuning half, SciFact and
 # ArguAna (README, "Hybrid retrieval").
 HYBRID_ALPHA = 0.5
+# Retrieval itself takes any k (more than the corpus returns every passage); QA.ask caps it.
+MAX_CANDIDATES_K = 10 ** 9
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ].*)?$")
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Restrict retrieval to some articles. Dates compare as ISO strings, day precision."""
+    """Restrict retrieval to some articles. Dates are checked here, once, for every caller (the
+    CLI, the page, the API): YYYY-MM-DD, optionally followed by a time, which is ignored; they
+    compare at day precision. An empty date is no bound.
+
+    >>> Filters(since=" 2021-06-30 ").since
+    '2021-06-30'
+    >>> Filters(since="2021-02-30")
+    Traceback (most recent call last):
+    ...
+    qa.settings.UsageError: since '2021-02-30' is not a date; use YYYY-MM-DD, e.g. 2021-06-30
+
+    Raises:
+        UsageError: a date that is not a calendar date in that form.
+    """
 
     source: str | None = None
     since: str | None = None
     until: str | None = None
     doc: str | None = None
 
+    def __post_init__(self):
+        for name in ("since", "until"):
+            object.__setattr__(self, name, parse_day(getattr(self, name), name))
+
     def active(self) -> bool:
         return any((self.source, self.since, self.until, self.doc))
+
+
+def parse_day(value, name: str) -> str | None:
+    """A date filter value, stripped, or None when empty.
+
+    Raises:
+        UsageError: not text, or not YYYY-MM-DD[T...] with a real calendar day.
+    """
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else None
+    if text == "":
+        return None
+    try:
+        if text is None or not DAY.match(text):
+            raise ValueError
+        datetime.date.fromisoformat(text[:10])
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a date; use YYYY-MM-DD, e.g. 2021-06-30") from None
+    return text
 
 
 class Retriever:
@@ -54,10 +96,8 @@ class Retriever:
             filters: restrict to some articles.
             qvec: the question's vector, when the caller already has it.
         """
-        if method not in RETRIEVERS:
-            raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
-        if k < 1:
-            raise UserError(f"k must be at least 1, got {k}")
+        check_retriever(method)
+        check_k(k, MAX_CANDIDATES_K)
         allowed = self.allowed(filters)
         n = len(self.index.passages) if allowed is None else len(allowed)
         if n == 0:

@@ -275,11 +275,18 @@ def recorded_sources(root: Path | str) -> list[Path]:
     return []
 
 
+# What a file that passed its checksum but does not parse raises (faiss: RuntimeError). Anything
+# else, such as an ImportError of a missing dependency or a NameError, is no corrupt file and
+# surfaces as itself.
+PARSE_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError, RuntimeError,
+                EOFError)
+
+
 @contextmanager
 def _reading(path: Path, rebuild: str):
     try:
         yield
-    except Exception as e:  # a parse failure of one of our own files
+    except PARSE_ERRORS as e:  # a parse failure of one of our own files
         raise IndexLoadError(f"{path} cannot be read, it is corrupt ({type(e).__name__}: "
                              f"{str(e)[:200]}); {rebuild}") from None
 

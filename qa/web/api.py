@@ -24,8 +24,7 @@ from .. import __version__
 from ..retrieve import Filters
 from ..settings import RETRIEVERS, UserError
 from .config import (API_MAX_K, EMBED_DEFAULT_URL, EMBED_PAGE, LOCAL_FRAME_ANCESTORS,
-                     LOCAL_ORIGINS, MAX_BODY_BYTES, MAX_HISTORY, STANDARD_METHODS, WebConfig,
-                     parse_date)
+                     LOCAL_ORIGINS, MAX_BODY_BYTES, MAX_HISTORY, STANDARD_METHODS, WebConfig)
 from .page import build_demo
 from .render import CSS
 
@@ -191,8 +190,8 @@ def create_app(engine, config: WebConfig | None = None):
     # --- the JSON API
     def answer(body: AskBody) -> JSONResponse:
         try:
-            filters = Filters(source=body.source or None, since=parse_date(body.since, "since"),
-                              until=parse_date(body.until, "until"), doc=body.doc or None)
+            filters = Filters(source=body.source or None, since=body.since, until=body.until,
+                              doc=body.doc or None)
             with gate.enter():
                 result = engine.ask(body.question, k=body.k, retriever=body.retriever,
                                     filters=filters, history=body.history)

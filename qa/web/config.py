@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ UI_MAX_K = 20
 LOCAL_ORIGINS = r"^https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?$"
 LOCAL_FRAME_ANCESTORS = ("http://localhost:*", "http://127.0.0.1:*", "https://localhost:*",
                          "https://127.0.0.1:*")
-DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 ANY_SOURCE = "(all sources)"
 # Methods the /api/ routes answer themselves (405 or 404 in JSON); any other gets a JSON 405.
 STANDARD_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
@@ -88,21 +86,3 @@ def parse_origins(items: list[str] | str | None) -> tuple[str, ...]:
                                 f"(scheme and host, optional port, no path) nor *")
             out.append(origin)
     return tuple(out)
-
-
-def parse_date(value: str | None, name: str) -> str | None:
-    """A YYYY-MM-DD filter value, or None when empty.
-
-    Raises:
-        UserError: not a calendar date.
-    """
-    value = (value or "").strip()
-    if not value:
-        return None
-    try:
-        if not DATE.match(value):
-            raise ValueError
-        datetime.date.fromisoformat(value)
-    except ValueError:
-        raise UserError(f"{name} {value!r} is not a date; use YYYY-MM-DD, e.g. 2021-06-30") from None
-    return value

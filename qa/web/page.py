@@ -7,8 +7,8 @@ import html
 import gradio as gr
 
 from ..retrieve import Filters
-from ..settings import RETRIEVERS, UserError
-from .config import ANY_SOURCE, API_MAX_K, MAX_HISTORY, UI_MAX_K, WebConfig, parse_date
+from ..settings import RETRIEVERS, UserError, check_k
+from .config import ANY_SOURCE, API_MAX_K, MAX_HISTORY, UI_MAX_K, WebConfig
 from .render import (COLORS, answer_html, article_segments, example_questions, passage_segments,
                      source_rows, status_html)
 
@@ -30,7 +30,7 @@ def build_demo(engine, config: WebConfig | None = None):
 
     def run(question, k, retriever, source, since, until, history):
         filters = Filters(source=None if source in (None, "", ANY_SOURCE) else source,
-                          since=parse_date(since, "since"), until=parse_date(until, "until"))
+                          since=since, until=until)
         result = engine.ask(question, k=int(k), retriever=retriever, filters=filters,
                             history=list(history or []))
         return result, engine.to_json(result)
@@ -76,9 +76,8 @@ def build_demo(engine, config: WebConfig | None = None):
             history: list[str] | None = None, source: str = "", since: str = "",
             until: str = "") -> dict:
         """Answer a question from the articles; returns the JSON object of `qa ask --json`."""
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= API_MAX_K:
-            raise gr.Error(f"k must be a whole number from 1 to {API_MAX_K}, got {k!r}")
         try:
+            check_k(k, API_MAX_K)
             return run(question, k, retriever, source, since, until, history)[1]
         except UserError as e:
             raise gr.Error(str(e)) from None
