@@ -1,6 +1,6 @@
 """Launch the web app: python app.py [--host H] [--port P] [--index DIR] [--auth user:pass].
 
-Everything else (flags, index check, page, JSON API) lives in qa/web.py; see `python app.py --help`.
+Everything else (flags, index check, page, JSON API) lives in the qa/web/ package; see `python app.py --help`.
 """
 
 import os

@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .store import Index, english_stemmer
-from .types import Answer, Hit, Passage, Span
+from .store import Index
+from .text import english_stemmer, stems
+from .types import Answer, Hit, Span
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -41,19 +42,16 @@ ENTITY = {
 QUESTION_TYPES = [
     ("number", re.compile(r"\bhow (?:many|much|long|far|big|large|old|high|fast|tall|wide|deep)\b|"
                           r"\bwhat (?:percentage|percent|share|proportion|number|amount|rate)\b|"
-                          r"\bwhat was the (?:value|total)\b", re.I)),
+                          r"\bwhat was the (?:value|total)\b", re.IGNORECASE)),
     ("date", re.compile(r"\bwhen\b|\bwhat (?:year|month|day|date|time|century|decade)\b|"
-                        r"\bwhich (?:year|month|day|date|century|decade)\b|\bin which year\b", re.I)),
+                        r"\bwhich (?:year|month|day|date|century|decade)\b|\bin which year\b", re.IGNORECASE)),
     ("person", re.compile(r"\bwho(?:m|se)?\b|\bwhich (?:person|official|organi[sz]ation|company|"
-                          r"body|ministry|team|group|agency)\b", re.I)),
+                          r"body|ministry|team|group|agency)\b", re.IGNORECASE)),
     ("place", re.compile(r"\bwhere\b|\bwhich (?:city|country|province|place|region|state|town|"
                          r"county|continent|island|river)\b|\bin what (?:city|country|place|state)\b",
-                         re.I)),
+                         re.IGNORECASE)),
 ]
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")  # the words bm25s indexes
 _WORD = re.compile(r"[A-Za-z0-9]+")
-_QUESTION_WORDS = frozenset("""what which who whom whose when where why how many much long
-did does do was were is are""".split())
 
 SENTENCE_FEATURES = ("wov", "ov", "pref", "bigram", "ctx", "type", "untyped", "rrank", "prel",
                      "pcos", "length", "novel")
@@ -106,23 +104,6 @@ def question_type(question: str) -> str | None:
         if pattern.search(question):
             return kind
     return None
-
-
-def stems(text: str) -> list[str]:
-    """Lower-cased, stop-word-free, Snowball-stemmed words, in order, as BM25 indexes them.
-
-    >>> stems("How many high-tech companies were there?")
-    ['high', 'tech', 'compani']
-    """
-    words = [w for w in _TOKEN.findall(text.lower()) if w not in _stopwords()]
-    return english_stemmer().stemWords(words)
-
-
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN) | _QUESTION_WORDS
 
 
 def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
@@ -187,12 +168,15 @@ def rescore(order: list[Hit], best_of: dict[int, float], rest: list[Hit]) -> lis
 
 @dataclass(frozen=True)
 class Picked:
-    """What the picker decided: hits re-ordered, the best answer, its confidence and features."""
+    """What the picker decided: hits re-ordered, the best answer, its confidence, the best
+    sentence (article offsets) of each passage it read, by pid, and the abstention model's
+    inputs (what `qa calibrate --reader` fits on)."""
 
     hits: tuple[Hit, ...]
     answer: Answer | None
     confidence: float
-    features: dict
+    sentences: dict[int, Span] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
 
 
 class Picker:
@@ -316,18 +300,21 @@ class Picker:
 
         Returns:
             Picked: hits (top `calibration.passages` re-ordered, ranks renumbered), the answer
-            (None when there are no sentences), and its confidence in [0, 1].
+            (None when there are no sentences), its confidence in [0, 1], and the best sentence
+            of each passage read.
         """
         cands = self.candidates(question, qvec, hits)
         if not cands:
-            return Picked(tuple(hits), None, 0.0, {})
+            return Picked(tuple(hits), None, 0.0)
         scored = sorted(((self.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
         by_features = scored
         if self.reader is not None:
             scored, read = self.read(question, scored)
         best_of: dict[int, float] = {}
+        sentences: dict[int, Span] = {}
         for s, c in scored:
             best_of.setdefault(c["hit"].passage.pid, s)
+            sentences.setdefault(c["hit"].passage.pid, c["span"])
         top = hits[:self.calibration.passages]
         order = sorted(top, key=lambda h: (-best_of.get(h.passage.pid, -math.inf), h.rank))
         reranked = rescore(order, best_of, hits[len(top):])
@@ -355,7 +342,7 @@ class Picker:
         answer = Answer(text=text, doc_id=hit.passage.doc_id, char_start=a, char_end=b,
                         passage_rank=new_rank[hit.passage.pid], confidence=round(confidence, 4),
                         highlight=(a + local[0], a + local[1]) if local else None)
-        return Picked(tuple(reranked), answer, confidence, features)
+        return Picked(tuple(reranked), answer, confidence, sentences, features)
 
     @property
     def threshold(self) -> float:

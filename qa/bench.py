@@ -6,7 +6,7 @@ is that size's own):
 1. a corpus of about that many passages: made from the seeds (each passage 2-3 seed sentences
    drawn at random, numbers varied, every text distinct), or the first documents of a BEIR corpus;
    the size `seeds` is the bundled articles themselves, as `qa build` indexes them;
-2. `qa build` of it (`store.build`, model already loaded), timed, against bare
+2. `qa build` of it (`engine.open_or_build`, model already loaded), timed, against bare
    `SentenceTransformer.encode` of the very same passage texts;
 3. in-process latency per question (warm) of dense, bm25, and hybrid + answer snippet
    (`QA.ask`), with the index type the store chose and with the other one (Flat <-> HNSW);
@@ -29,12 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from .evaluate import markdown_table, percentile
-from .settings import ROOT, Settings, UserError
+from .evaluation.metrics import percentile
+from .evaluation.report import markdown_table
+from .settings import ROOT, SEEDS, Settings, UserError
 
 DEFAULT_SIZES = "seeds,1000,10000,100000"
 QUESTIONS = ROOT / "tests" / "questions.jsonl"
-SEEDS = ROOT / "seeds"
 WARMUP = 5
 K = 5
 CHARS_PER_PASSAGE = 600  # a guess used to take enough BEIR documents for a size
@@ -205,10 +205,10 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
     """Every figure of one corpus size (or "seeds"); runs in its own process. One dict per
     retriever row."""
     from .embed import load_encoder
-    from .engine import QA
-    from .store import load, make_faiss_index
+    from .engine import QA, open_or_build
+    from .store import make_faiss_index
 
-    log = lambda msg: print(f"[bench {size}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda msg: print(f"[bench {size}] {msg}", file=sys.stderr, flush=True)
     folder = Path(tempfile.mkdtemp(prefix=f"qa-bench-{size}-", dir=workdir))
     try:
         if size == "seeds":
@@ -222,10 +222,9 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         encoder.encode(["warm up the model"] * 8)
         settings = Settings(index_dir=folder / "index")
         log(f"building {corpus}")
-        from .store import build
-
-        summary = build([corpus], settings, encoder=encoder, progress=False)
-        index = load(settings.index_dir)
+        qa = open_or_build(settings, [corpus], rebuild=True, progress=False, encoder=encoder,
+                           say=lambda _: None)
+        summary, index = qa.built, qa.index
         passages = len(index.passages)
         texts = [index.embed_text(p) for p in index.passages]
         if bare_sample and bare_sample < len(texts):
@@ -237,15 +236,11 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         bare_s = time.perf_counter() - started
         build_rate = passages / summary.seconds
         bare_rate = len(texts) / bare_s
-        build_dir = settings.index_dir / (settings.index_dir / "CURRENT").read_text().strip()
-        on_disk = disk_bytes(build_dir)
-        faiss_bytes = (build_dir / "index.faiss").stat().st_size
+        on_disk = disk_bytes(summary.path)
+        faiss_bytes = (summary.path / "index.faiss").stat().st_size
 
-        from .reader import open_reader
-
-        reader = open_reader(Settings().reader)
-        plain = QA(index, encoder, settings)
-        qa = QA(index, encoder, settings, reader)
+        reader = qa.picker.reader
+        plain = QA(index, encoder, settings)  # the feature picker alone (--reader none)
         questions = bench_questions(beir)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []

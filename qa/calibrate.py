@@ -19,9 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
-                     Picker, packaged_calibration)
-from .evaluate import Question, load_questions, select
+from .answer import (
+    CONFIDENCE_FEATURES,
+    PACKAGED_CALIBRATION,
+    SENTENCE_FEATURES,
+    Calibration,
+    Picker,
+    packaged_calibration,
+)
+from .evaluation.data import Question, load_questions, select
 from .retrieve import Filters
 from .settings import UserError
 
@@ -303,7 +309,7 @@ def run(args) -> int:
                      if not (args.exclude_id and re.search(args.exclude_id, q.id))],
                     values[2] if len(values) == 3 else None, args.limit // 4)
         sets.append((engine(values[0]), [Question(q.id, q.question) for q in qs]))
-    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr)
     if args.reader:
         from .reader import CALIBRATION, Reader
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import RETRIEVERS, ROOT, UserError, default_settings
+from .settings import RETRIEVERS, SEEDS, UserError, default_settings
 
 EXIT_USAGE = 2
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return getattr(e, "exit_code", 1)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -96,12 +96,12 @@ def settings_from(args):
 
 
 def cmd_build(args) -> int:
-    from .store import build
+    from .build import build
 
     settings = settings_from(args)
     if settings.max_tokens < 16 or settings.overlap < 0:
         raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
-    sources = args.sources or [ROOT / "seeds"]
+    sources = args.sources or [SEEDS]
     # Skipped files and duplicates were logged, by name, as they were met.
     summary = build(sources, settings, progress=not args.quiet)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
@@ -111,24 +111,20 @@ def cmd_build(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from .engine import QA
+    from .engine import QA, clean_question
     from .retrieve import Filters
 
     settings = settings_from(args)
-    if not args.question.strip():
-        raise _usage("the question is empty; ask something, e.g. "
-                     "qa ask \"When did Dongguan apply to become an innovative city?\"")
-    for name in ("since", "until"):
-        value = getattr(args, name)
-        if value and not _is_date(value):
-            raise _usage(f"--{name} {value!r} is not a date; use YYYY-MM-DD")
+    # Checked before the model loads: an empty question, a bad date (exit code 2).
+    clean_question(args.question)
+    filters = Filters(args.source, args.since, args.until, args.doc)
     started = time.perf_counter()
     qa = QA.open(settings, check_model=bool(args.model or os.environ.get("QA_MODEL")))
     if qa.index.stale:
         print(f"warning: {settings.index_dir}/ is older than its sources; run `qa build` to "
               f"include the changes", file=sys.stderr)
     result = qa.ask(args.question, k=args.k, retriever=args.retriever,
-                    filters=Filters(args.source, args.since, args.until, args.doc))
+                    filters=filters)
     out = qa.to_json(result)
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
@@ -158,22 +154,6 @@ def render(out: dict, seconds: float) -> str:
         lines.append(f"    {p['text']}")
     lines.append(f"\n({seconds:.2f} s)")
     return "\n".join(lines)
-
-
-def _is_date(value: str) -> bool:
-    import datetime
-
-    try:
-        datetime.date.fromisoformat(value[:10])
-        return True
-    except ValueError:
-        return False
-
-
-def _usage(message: str) -> UserError:
-    e = UserError(message)
-    e.exit_code = EXIT_USAGE
-    return e
 
 
 if __name__ == "__main__":

@@ -9,15 +9,36 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .answer import Calibration, Picker
 from .followup import resolve
 from .retrieve import Filters, Retriever
-from .settings import MAX_QUESTION_CHARS, RETRIEVERS, Settings, UserError, default_settings
-from .store import Index, load
+from .settings import (
+    MAX_QUESTION_CHARS,
+    SEEDS,
+    Settings,
+    UsageError,
+    UserError,
+    check_k,
+    check_retriever,
+    default_settings,
+)
+from .store import (
+    Index,
+    IndexLoadError,
+    has_builds,
+    index_exists,
+    load,
+    recorded_sources,
+)
 from .types import Answer, Hit, Result
+
+if TYPE_CHECKING:
+    from .build import BuildSummary
 
 MAX_K = 1000
 
@@ -32,23 +53,27 @@ class QA:
         self.retriever = Retriever(index, encoder)
         self.calibration = Calibration.from_manifest(index.manifest)
         self.picker = Picker(index, self.calibration, reader)
+        self.built: BuildSummary | None = None  # set by open_or_build when it built the index
 
     @classmethod
-    def open(cls, settings: Settings | None = None, *, check_model: bool = False) -> QA:
+    def open(cls, settings: Settings | None = None, *, check_model: bool = False,
+             encoder=None) -> QA:
         """Load settings.index_dir with the model it was built with.
 
         Args:
             settings: paths and defaults; from the environment when None.
             check_model: refuse an index built with another model than settings.model
                 (set when the user chose a model explicitly).
+            encoder: an already loaded encoder; used when it is the index's model.
         """
         from .embed import load_encoder
-
         from .reader import open_reader
 
         settings = settings or default_settings()
         index = load(settings.index_dir, settings.model if check_model else None)
-        return cls(index, load_encoder(index.model), settings, open_reader(settings.reader))
+        if encoder is None or getattr(encoder, "name", None) != index.model:
+            encoder = load_encoder(index.model)
+        return cls(index, encoder, settings, open_reader(settings.reader))
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
             filters: Filters | None = None, history: list[str] | None = None) -> Result:
@@ -68,10 +93,8 @@ class QA:
         question, notices = clean_question(question)
         k = self.settings.k if k is None else k
         method = retriever or self.settings.retriever
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise UserError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
-        if method not in RETRIEVERS:
-            raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
+        check_k(k, MAX_K)
+        check_retriever(method)
         resolved = resolve(question, history or [])
         qvec = self.encoder.encode([resolved])[0]
         # The answer picker re-orders the top passages, so fetch at least that many.
@@ -81,8 +104,10 @@ class QA:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
         abstained = picked.answer is None or picked.confidence < self.picker.threshold
-        return Result(question, picked.hits[:k], None if abstained else picked.answer, abstained,
-                      round(picked.confidence, 4), resolved, tuple(notices))
+        hits = picked.hits[:k]
+        return Result(question, hits, None if abstained else picked.answer, abstained,
+                      round(picked.confidence, 4), resolved, tuple(notices),
+                      tuple(picked.sentences.get(h.passage.pid) for h in hits))
 
     def to_json(self, result: Result) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""
@@ -125,12 +150,12 @@ def clean_question(question: str) -> tuple[str, list[str]]:
     ('When?', [])
     """
     if not isinstance(question, str):
-        raise UserError(f"the question must be text, got {type(question).__name__}")
+        raise UsageError(f"the question must be text, got {type(question).__name__}")
     notices: list[str] = []
     text = "".join(ch if unicodedata.category(ch)[0] != "C" or ch in "\t\n" else " "
                    for ch in question[:MAX_QUESTION_CHARS * 2]).strip()
     if not text:
-        raise UserError("the question is empty; ask something, e.g. "
+        raise UsageError("the question is empty; ask something, e.g. "
                         "qa ask \"When did Dongguan apply to become an innovative city?\"")
     if len(question) > MAX_QUESTION_CHARS:
         text = text[:MAX_QUESTION_CHARS]
@@ -139,6 +164,65 @@ def clean_question(question: str) -> tuple[str, list[str]]:
     return " ".join(text.split()), notices
 
 
-def open_index(index_dir: Path | str | None = None, **settings) -> QA:
-    """Shorthand: QA.open(default_settings(index_dir=..., ...))."""
-    return QA.open(default_settings(index_dir=Path(index_dir) if index_dir else None, **settings))
+def open_or_build(settings: Settings, sources: list[Path] | None = None, *, rebuild: bool = False,
+                  progress: bool = True, encoder=None, say=None) -> QA:
+    """The engine on settings.index_dir, building or rebuilding the index when it is needed.
+
+    A missing index is built from `sources` (default seeds/). A stale index (its articles changed)
+    or one that cannot be read (corrupt, older format) is rebuilt from the articles its manifest
+    lists, or from `sources` when given. Progress goes to stderr.
+
+    Args:
+        settings: index folder and model.
+        sources: folders or files to build from; None uses the recorded sources, then seeds/.
+        rebuild: rebuild even when the index is fine.
+        progress: show the encoding progress bar.
+        encoder: a loaded encoder of settings.model to build and answer with; loaded when None.
+        say: where the lines about building go; stderr when None.
+
+    Returns:
+        The loaded QA; `built` holds the BuildSummary when this call built the index.
+
+    Raises:
+        UserError: the index must be rebuilt but its articles are unknown, or the build failed.
+    """
+    from .build import build
+
+    say = say or _say
+    root = Path(settings.index_dir)
+    engine, reason = None, None
+    if rebuild:
+        reason = "--rebuild was given"
+    elif not index_exists(root):
+        reason = "there is no index yet (first run)"
+    else:
+        try:
+            engine = QA.open(settings, encoder=encoder)
+        except IndexLoadError as e:
+            reason = f"it cannot be used: {e}"
+        else:
+            if not engine.index.stale:
+                return engine
+            reason = "its articles changed since it was built (stale)"
+    chosen = list(sources) if sources else recorded_sources(root)
+    if not chosen:
+        if has_builds(root):
+            raise UserError(f"{root}/ must be rebuilt because {reason}, but the articles it was "
+                            f"built from are unknown; pass --sources DIR or run "
+                            f"`qa build --index {root} DIR`")
+        chosen = [SEEDS]
+    say(f"Building the index in {root}/ from {', '.join(map(str, chosen))} because {reason}. "
+         f"This takes a minute; progress below.")
+    encoder = encoder or (engine.encoder if engine else None)
+    summary = build(chosen, settings, encoder=encoder, progress=progress)
+    say(f"Built {summary.documents} articles, {summary.passages} passages in "
+         f"{summary.seconds:.1f} s.")
+    engine = QA.open(settings, encoder=encoder)
+    engine.built = summary
+    return engine
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+

@@ -131,6 +131,8 @@ def _read_safely(root: Path, path: Path, report: IngestReport) -> Iterator[Artic
     """_read, but a file that breaks a parser is skipped with a warning, never the whole build."""
     try:
         yield from _read(root, path, report)
+    except (ImportError, NameError):
+        raise  # a missing dependency or a bug of ours is no fault of the file: say what it is
     except (Exception, RecursionError) as e:  # hostile input: deep nesting, parser bugs
         report.skip(str(path), f"cannot be parsed ({type(e).__name__}: {str(e)[:100]})")
 

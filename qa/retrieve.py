@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import RETRIEVERS, UserError
-from .store import Index, english_stemmer
+from .settings import UsageError, check_k, check_retriever
+from .store import Index
+from .text import query_tokens
 from .types import Hit, Passage
 
 # How many candidates each retriever hands to fusion and merging, at the least.
@@ -16,27 +19,59 @@ MIN_CANDIDATES = 50
 # Weight of the dense score in the hybrid: measured on the SQuAD tuning half, SciFact and
 # ArguAna (README, "Hybrid retrieval").
 HYBRID_ALPHA = 0.5
+# Retrieval itself takes any k (more than the corpus returns every passage); QA.ask caps it.
+MAX_CANDIDATES_K = 10 ** 9
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[T ].*)?$")
 
 
 @dataclass(frozen=True)
 class Filters:
-    """Restrict retrieval to some articles. Dates compare as ISO strings, day precision."""
+    """Restrict retrieval to some articles. Dates are checked here, once, for every caller (the
+    CLI, the page, the API): YYYY-MM-DD, optionally followed by a time, which is ignored; they
+    compare at day precision. An empty date is no bound.
+
+    >>> Filters(since=" 2021-06-30 ").since
+    '2021-06-30'
+    >>> Filters(since="2021-02-30")
+    Traceback (most recent call last):
+    ...
+    qa.settings.UsageError: since '2021-02-30' is not a date; use YYYY-MM-DD, e.g. 2021-06-30
+
+    Raises:
+        UsageError: a date that is not a calendar date in that form.
+    """
 
     source: str | None = None
     since: str | None = None
     until: str | None = None
     doc: str | None = None
 
+    def __post_init__(self):
+        for name in ("since", "until"):
+            object.__setattr__(self, name, parse_day(getattr(self, name), name))
+
     def active(self) -> bool:
         return any((self.source, self.since, self.until, self.doc))
 
 
-@dataclass(frozen=True)
-class Scored:
-    """Raw scores of one question: per-retriever candidates before fusion and merging."""
+def parse_day(value, name: str) -> str | None:
+    """A date filter value, stripped, or None when empty.
 
-    dense: dict[int, float]
-    bm25: dict[int, float]
+    Raises:
+        UsageError: not text, or not YYYY-MM-DD[T...] with a real calendar day.
+    """
+    if value is None:
+        return None
+    text = value.strip() if isinstance(value, str) else None
+    if text == "":
+        return None
+    try:
+        if text is None or not DAY.match(text):
+            raise ValueError
+        datetime.date.fromisoformat(text[:10])
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a date; use YYYY-MM-DD, e.g. 2021-06-30") from None
+    return text
 
 
 class Retriever:
@@ -61,10 +96,8 @@ class Retriever:
             filters: restrict to some articles.
             qvec: the question's vector, when the caller already has it.
         """
-        if method not in RETRIEVERS:
-            raise UserError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
-        if k < 1:
-            raise UserError(f"k must be at least 1, got {k}")
+        check_retriever(method)
+        check_k(k, MAX_CANDIDATES_K)
         allowed = self.allowed(filters)
         n = len(self.index.passages) if allowed is None else len(allowed)
         if n == 0:
@@ -77,9 +110,11 @@ class Retriever:
         elif method == "bm25":
             ranked = self.bm25(question, want, allowed)
         else:
-            ranked = fuse(self.dense(qvec, want, allowed), self.bm25(question, want, allowed),
+            sparse = self.bm25_scores(question)  # scored once, for the candidates and the fusion
+            ranked = fuse(self.dense(qvec, want, allowed),
+                          self.bm25(question, want, allowed, scores=sparse),
                           self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ qvec,
-                          bm25_of=self._bm25_of(question))
+                          bm25_of=lambda pids: sparse[pids])
         return merge(ranked, self.index.passages, k)
 
     def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -93,8 +128,10 @@ class Retriever:
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
-    def bm25(self, question: str, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        scores = self.bm25_scores(question)
+    def bm25(self, question: str, k: int, allowed: np.ndarray | None = None,
+             scores: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top-k (pid, BM25 score) among the allowed passages; `scores` when already computed."""
+        scores = self.bm25_scores(question) if scores is None else scores
         if allowed is not None:
             masked = np.full_like(scores, -np.inf)
             masked[allowed] = scores[allowed]
@@ -106,23 +143,10 @@ class Retriever:
 
     def bm25_scores(self, question: str) -> np.ndarray:
         """BM25 score of every passage for the question (zeros when no word is known)."""
-        import bm25s
-
-        tokens = bm25s.tokenize([question], stopwords="en", stemmer=english_stemmer(),
-                                return_ids=False, show_progress=False)[0]
-        ids = self.index.bm25.get_tokens_ids(tokens)
+        ids = self.index.bm25.get_tokens_ids(query_tokens(question))
         if not ids:
             return np.zeros(len(self.index.passages), dtype=np.float32)
         return self.index.bm25.get_scores_from_ids(ids)
-
-    def _bm25_of(self, question: str):
-        cache: dict[str, np.ndarray] = {}
-
-        def of(pids: np.ndarray) -> np.ndarray:
-            if "all" not in cache:
-                cache["all"] = self.bm25_scores(question)
-            return cache["all"][pids]
-        return of
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         """Passage ids the filters let through, or None for all."""

@@ -10,10 +10,49 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 RETRIEVERS = ("dense", "bm25", "hybrid")
 MAX_QUESTION_CHARS = 10_000
 ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"  # the bundled articles, indexed when no sources are given
 
 
 class UserError(Exception):
-    """A mistake the user can fix; the message says what was seen and what to do."""
+    """A mistake the user can fix; the message says what was seen and what to do.
+
+    `exit_code` is what the command line exits with (1; 2 for a usage error).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(UserError):
+    """A malformed request: an empty question, a bad date, k or retriever (exit code 2)."""
+
+    exit_code = 2
+
+
+def check_k(k, limit: int) -> int:
+    """k as given when it is a whole number from 1 to limit.
+
+    Raises:
+        UsageError: anything else (booleans and floats included).
+    """
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= limit:
+        raise UsageError(f"k must be a whole number from 1 to {limit}, got {k!r}")
+    return k
+
+
+def check_retriever(method) -> str:
+    """method as given when it is one of RETRIEVERS.
+
+    Raises:
+        UsageError: an unknown retriever, naming the known ones.
+    """
+    if method not in RETRIEVERS:
+        raise UsageError(f"unknown retriever {method!r}; use one of {', '.join(RETRIEVERS)}")
+    return method
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .evaluation.metrics import percentile
 from .settings import RETRIEVERS, ROOT
 
 QUESTIONS = ROOT / "tests" / "questions.jsonl"
@@ -49,10 +50,7 @@ class LoadResult:
 
     def percentile(self, q: float) -> float:
         """Nearest-rank percentile of the latencies, in seconds (0 when none)."""
-        if not self.latencies:
-            return 0.0
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+        return percentile(self.latencies, q)
 
     def summary(self) -> dict:
         n = len(self.latencies)

@@ -1,4 +1,6 @@
-"""The index on disk: FAISS vectors, BM25, passages, articles and a manifest; build, save, load.
+"""The index on disk: FAISS vectors, BM25, passages, articles and a manifest; write, load, check.
+
+The build pipeline (ingest, chunk, embed) that fills it is qa.build.
 
 An index folder holds `CURRENT`, naming the live build under `builds/`. A build is written to a
 new folder and switched in by replacing `CURRENT` atomically, so a build that fails or is killed
@@ -16,17 +18,17 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from . import __version__
-from .chunk import chunk
-from .ingest import IngestReport, ingest, source_files
-from .settings import Settings, UserError
+from .ingest import source_files
+from .settings import UserError
+from .text import bm25s as _bm25s
+from .text import tokenize
 from .types import Article, Passage
 
 log = logging.getLogger(__name__)
@@ -36,22 +38,10 @@ FILES = ("articles.jsonl", "passages.jsonl", "index.faiss", "bm25")
 # Exact search up to this many passages, HNSW above: see `qa bench` and the README.
 HNSW_FROM = 200_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
-DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
 
 
 class IndexLoadError(UserError):
     """The index on disk is missing, corrupt, or does not fit these settings."""
-
-
-@dataclass
-class BuildSummary:
-    documents: int
-    passages: int
-    skipped: list[tuple[str, str]]
-    duplicates: list[tuple[str, str]]
-    seconds: float
-    path: Path
-    index_type: str
 
 
 @dataclass
@@ -66,7 +56,6 @@ class Index:
     vectors: np.ndarray
     bm25: object
     stale: bool = False
-    doc_order: list[str] = field(default_factory=list)
 
     @property
     def model(self) -> str:
@@ -82,68 +71,22 @@ def embed_text(article: Article, passage: Passage, title_context: bool) -> str:
     return f"{article.title}. {passage.text}" if title_context and article.title else passage.text
 
 
-# ---------------------------------------------------------------- build
+# ---------------------------------------------------------------- write
 
-def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
-          progress: bool = True) -> BuildSummary:
-    """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
+def write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
+                vectors: np.ndarray, manifest: dict) -> Path:
+    """Write one build beside the live one and switch CURRENT to it atomically.
 
-    Raises:
-        UserError: no articles, an unwritable index folder, or another build holding the lock.
+    Args:
+        root: the index folder (writable, locked by the caller).
+        articles, passages: what the build holds.
+        texts: what BM25 indexes for each passage (`embed_text`), in passage order.
+        vectors: one unit vector per passage.
+        manifest: everything but "files", which is added here (sizes and sha256 of each file).
+
+    Returns:
+        The new build's folder.
     """
-    started = time.perf_counter()
-    sources = [Path(s) for s in sources]
-    report = ingest(sources)  # raises before anything is written when there is nothing to index
-    if encoder is None:
-        from .embed import load_encoder
-
-        encoder = load_encoder(settings.model)  # a model that does not load writes nothing either
-    root = _writable(Path(settings.index_dir))
-    with _lock(root):
-        passages = _chunk_all(report.articles, encoder, settings)
-        articles = {a.doc_id: a for a in report.articles}
-        texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
-        vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
-        index_type = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "model": settings.model,
-            "dimension": int(encoder.dim),
-            "metric": "inner_product",
-            "normalized": True,
-            "index_type": index_type,
-            "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
-                     "ef_search": HNSW_EF_SEARCH} if index_type == "HNSW" else None,
-            "documents": len(report.articles),
-            "passages": len(passages),
-            "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
-            "sources": [str(s.resolve()) for s in sources],
-            "source_fingerprint": fingerprint(sources),
-            "package_version": __version__,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
-        }
-        target = _write_build(root, report.articles, passages, texts, vectors, manifest)
-    return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
-                        time.perf_counter() - started, target, index_type)
-
-
-def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Passage]:
-    passages: list[Passage] = []
-    for article in articles:
-        title_cost = (encoder.count_tokens([article.title + ". "])[0]
-                      if settings.title_context and article.title else 0)
-        hard = encoder.max_seq_length - 2 - title_cost  # [CLS] and [SEP]
-        if hard < 16:
-            raise UserError(f"the title of {article.doc_id} is longer than the model reads; "
-                            f"shorten it or build with --no-title-context")
-        passages += chunk(article, encoder.count_tokens, max_tokens=min(settings.max_tokens, hard),
-                          hard_limit=hard, overlap=settings.overlap, first_pid=len(passages))
-    return passages
-
-
-def _write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
-                 vectors: np.ndarray, manifest: dict) -> Path:
     bm25s = _bm25s()
 
     builds = root / "builds"
@@ -191,28 +134,6 @@ def make_faiss_index(vectors: np.ndarray, index_type: str):
     if len(vectors):
         index.add(vectors)
     return index
-
-
-def tokenize(texts: list[str]):
-    """BM25 tokens: lower-cased words, English stop words out, Snowball-stemmed."""
-    bm25s = _bm25s()
-
-    return bm25s.tokenize(texts, stopwords="en", stemmer=english_stemmer(), show_progress=False)
-
-
-def _bm25s():
-    """bm25s, imported with its logger (set to DEBUG on import) back at WARNING."""
-    import bm25s
-
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
-
-
-@lru_cache(maxsize=1)
-def english_stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
 
 
 # ---------------------------------------------------------------- load
@@ -287,8 +208,7 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     if len(passages) != manifest["passages"] or faiss_index.ntotal != len(passages):
         raise IndexLoadError(f"{build_dir} holds {faiss_index.ntotal} vectors for {len(passages)} "
                           f"passages, manifest says {manifest['passages']}; {rebuild}")
-    index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25,
-                  doc_order=list(articles))
+    index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25)
     index.stale = is_stale(manifest)
     return index
 
@@ -323,11 +243,50 @@ def _read_manifest(root: Path, rebuild: str) -> tuple[Path, dict]:
     return build_dir, manifest
 
 
+def index_exists(root: Path | str) -> bool:
+    """True when root names a live build (it may still be corrupt: `load` checks that)."""
+    return (Path(root) / "CURRENT").exists()
+
+
+def has_builds(root: Path | str) -> bool:
+    """True when root holds any build folder, readable or not."""
+    builds = Path(root) / "builds"
+    return builds.is_dir() and any(builds.iterdir())
+
+
+def recorded_sources(root: Path | str) -> list[Path]:
+    """The sources listed by the newest readable manifest under root, when they all still exist
+    (the live build's first, then the others newest first); [] when none does."""
+    root = Path(root)
+    candidates = []
+    try:
+        candidates.append(root / (root / "CURRENT").read_text().strip() / "manifest.json")
+    except OSError:
+        pass
+    if (root / "builds").is_dir():
+        candidates += sorted((root / "builds").glob("*/manifest.json"), reverse=True)
+    for path in candidates:
+        try:
+            sources = [Path(s) for s in json.loads(path.read_text()).get("sources", [])]
+        except (OSError, ValueError, AttributeError):
+            continue
+        if sources and all(s.exists() for s in sources):
+            return sources
+    return []
+
+
+# What a file that passed its checksum but does not parse raises (faiss: RuntimeError). Anything
+# else, such as an ImportError of a missing dependency or a NameError, is no corrupt file and
+# surfaces as itself.
+PARSE_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, OSError, RuntimeError,
+                EOFError)
+
+
 @contextmanager
 def _reading(path: Path, rebuild: str):
     try:
         yield
-    except Exception as e:  # a parse failure of one of our own files
+    except PARSE_ERRORS as e:  # a parse failure of one of our own files
         raise IndexLoadError(f"{path} cannot be read, it is corrupt ({type(e).__name__}: "
                              f"{str(e)[:200]}); {rebuild}") from None
 
@@ -426,7 +385,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _writable(root: Path) -> Path:
+def writable(root: Path) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-test-{os.getpid()}"
@@ -439,7 +398,7 @@ def _writable(root: Path) -> Path:
 
 
 @contextmanager
-def _lock(root: Path):
+def lock(root: Path):
     """Only one build writes an index folder at a time; a second one refuses at once."""
     with (root / ".lock").open("a+") as f:
         try:

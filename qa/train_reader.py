@@ -16,12 +16,9 @@ the result is the float16 state of the changed layers and reader.json (see qa.re
 
 from __future__ import annotations
 
-import gzip
 import json
-import math
 import os
 import random
-import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -29,11 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .answer import stems
 from .chunk import sentences
 from .settings import UserError
-from .squad import (SQUAD_TRAIN, SQUAD_V2_DEV, held_out_titles, read_squad, title_text,
-                    v1_dev_articles, v2_split)
+from .squad import (
+    SQUAD_TRAIN,
+    SQUAD_V2_DEV,
+    held_out_titles,
+    read_squad,
+    title_text,
+    v1_dev_articles,
+    v2_split,
+)
+from .text import stems
 
 BASE = "all-MiniLM-L6-v2"
 
@@ -348,7 +352,7 @@ def run(args) -> int:
     if args.pairs < 1 or args.layers < 1 or args.layers > 6:
         raise UserError("--pairs must be positive and --layers from 1 to 6")
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions)
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    log = lambda m: print(m, file=sys.stderr, flush=True)
     if args.export_only:
         export_checkpoint(args.out, ts, log=log)
     else:

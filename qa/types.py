@@ -82,3 +82,5 @@ class Result:
     confidence: float = 0.0
     resolved_question: str = ""
     notices: tuple[str, ...] = field(default_factory=tuple)
+    # The answer picker's best sentence of each hit (article offsets), None where it read none.
+    sentences: tuple[Span | None, ...] = field(default_factory=tuple)

@@ -29,7 +29,7 @@ def encoder():
 def seeds_index(tmp_path_factory, encoder) -> Path:
     """A real index of seeds/, built once; tests must not modify it (copy it first)."""
     from qa.settings import Settings
-    from qa.store import build
+    from qa.build import build
 
     path = tmp_path_factory.mktemp("seeds-index")
     build([SEEDS], Settings(index_dir=path), encoder=encoder, progress=False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
-                       entity_span, question_type, stems)
+                       entity_span, question_type)
 from qa.calibrate import choose_threshold, fit_listwise
 from qa.store import load
 
@@ -51,11 +51,6 @@ def test_question_type(question, kind):
 def test_entity_span(sentence, kind, question, expected):
     span = entity_span(sentence, kind, question)
     assert (sentence[span[0]:span[1]] if span else None) == expected
-
-
-def test_stems_drop_stop_and_question_words():
-    assert stems("How many companies were there?") == ["compani"]
-    assert stems("?!") == [] and stems("") == []
 
 
 def test_packaged_calibration_is_complete_json():

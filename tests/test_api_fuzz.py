@@ -240,7 +240,7 @@ def secret_files(tmp_path_factory, seeds_index) -> list[str]:
     secret = tmp_path_factory.mktemp("secret") / "secret.txt"
     secret.write_text(MARKER)
     build = seeds_index / (seeds_index / "CURRENT").read_text().strip()
-    return [str(secret), "/etc/passwd", str(build / "manifest.json"), str(ROOT / "qa" / "web.py"),
+    return [str(secret), "/etc/passwd", str(build / "manifest.json"), str(ROOT / "qa" / "web" / "api.py"),
             str(ROOT / "app.py"), "/proc/self/environ"]
 
 

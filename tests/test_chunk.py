@@ -6,7 +6,8 @@ import pytest
 
 from qa.chunk import chunk, sentences
 from qa.settings import Settings
-from qa.store import build, load
+from qa.build import build
+from qa.store import load
 from qa.types import Article
 
 

@@ -94,7 +94,7 @@ def test_ask_a_very_long_question_gets_a_notice(seeds_index):
 
 def test_ask_warns_when_the_index_is_stale(tmp_path, encoder):
     from qa.settings import Settings
-    from qa.store import build
+    from qa.build import build
 
     src = tmp_path / "src"
     src.mkdir()

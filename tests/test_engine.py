@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from conftest import ROOT
 from qa.engine import MAX_K, clean_question
 from qa.settings import MAX_QUESTION_CHARS, UserError
 
@@ -100,3 +103,62 @@ def test_clean_question():
 def test_one_loaded_engine_answers_many_questions(engine, questions):
     results = [engine.ask(q["question"], k=2) for q in questions[::20]]
     assert all(len(r.hits) == 2 for r in results)
+
+
+# ---------------------------------------------------------------- startup: missing, stale, corrupt index
+
+def _current(index: Path) -> str:
+    return (index / "CURRENT").read_text().strip()
+
+
+def test_startup_builds_a_missing_index_and_rebuilds_stale_and_corrupt_ones(tmp_path, encoder, capsys):
+    import shutil
+
+    from qa.engine import open_or_build
+    from qa.settings import Settings, UserError
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("003_fa579be8430ff762.txt", "000_8c8a69ca8b028a93.txt"):
+        shutil.copy(ROOT / "seeds" / name, corpus / name)
+    settings = Settings(index_dir=tmp_path / "index")
+
+    engine = open_or_build(settings, [corpus], progress=False)  # first run: builds
+    assert len(engine.index.articles) == 2
+    assert "first run" in capsys.readouterr().err
+    first = _current(settings.index_dir)
+
+    assert _current(open_or_build(settings, progress=False).index.path) == first  # fine: reused
+
+    (corpus / "new.txt").write_text("Zhaoqing opens a port\n2023-03-01\n\nZhaoqing opened a river "
+                                    "port with room for 40 ships in March 2023.\n")
+    engine = open_or_build(settings, progress=False)  # stale: rebuilt from the recorded sources
+    assert "stale" in capsys.readouterr().err
+    assert len(engine.index.articles) == 3 and _current(settings.index_dir) != first
+
+    build_dir = settings.index_dir / _current(settings.index_dir)
+    (build_dir / "passages.jsonl").write_text("{not json\n")
+    engine = open_or_build(settings, progress=False)  # corrupt: rebuilt
+    assert "cannot be used" in capsys.readouterr().err
+    assert len(engine.index.articles) == 3
+    assert engine.ask("How many ships does the Zhaoqing port hold?").hits
+    assert engine.built is not None and engine.built.documents == 3
+
+    build_dir = settings.index_dir / _current(settings.index_dir)
+    (build_dir / "passages.jsonl").write_text("{not json\n")
+    shutil.rmtree(corpus)  # corrupt and its articles gone: say what to do
+    with pytest.raises(UserError, match="--sources"):
+        open_or_build(settings, progress=False)
+
+
+def test_result_carries_the_pickers_best_sentence_of_each_hit(engine):
+    """The page highlights these; the picker reads the top `calibration.passages` passages."""
+    r = engine.ask("When was Dongguan's application approved?", k=10)
+    read = engine.calibration.passages
+    assert len(r.sentences) == len(r.hits) == 10
+    assert all(s is not None for s in r.sentences[:read])
+    assert all(s is None for s in r.sentences[read:])
+    for hit, span in zip(r.hits, r.sentences):
+        assert span is None or span in hit.passage.sentences
+    answered = r.sentences[r.answer.passage_rank - 1]
+    assert r.answer.char_start <= answered[0] < answered[1] <= r.answer.char_end

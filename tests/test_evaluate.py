@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from qa.cli import main
-from qa.evaluate import (EXIT_THRESHOLD, Outcome, Question, Scores, answer_metrics,
-                         check_thresholds, load_beir, load_questions, passage_qrels,
-                         ranking_metrics, select)
-from qa.types import Answer, Article, Hit, Passage
+from qa.evaluate import EXIT_THRESHOLD
+from qa.evaluation.data import Outcome, Question, load_beir, load_questions, select
+from qa.evaluation.metrics import Scores, answer_metrics, passage_qrels, percentile, ranking_metrics
+from qa.evaluation.report import check_thresholds
+from qa.types import Answer, Article, Passage
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "tests" / "questions.jsonl"
@@ -227,3 +228,13 @@ def test_eval_beir_fixture_builds_caches_and_scores(tmp_path, capsys, seeds_inde
     assert main(["eval", "--beir", str(FIXTURE), "--index", str(seeds_index), "--quiet"]) == 1
     assert "pass an empty folder as --index" in capsys.readouterr().err
     assert sorted(p.name for p in Path(seeds_index).rglob("*")) == before
+
+
+@pytest.mark.parametrize("values,q,expected", [
+    ([], 50, 0.0), ([7.0], 99, 7.0),
+    ([4.0, 1.0, 3.0, 2.0], 50, 2.0),        # nearest rank: ceil(.5 * 4) = 2nd smallest
+    ([float(i) for i in range(1, 11)], 95, 10.0), ([float(i) for i in range(1, 101)], 95, 95.0),
+    ([1.0, 2.0], 50, 1.0), ([float(i) for i in range(1, 7)], 50, 3.0),  # soak's old copy gave 4.0
+])
+def test_percentile_is_nearest_rank(values, q, expected):
+    assert percentile(values, q) == expected

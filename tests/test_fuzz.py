@@ -136,8 +136,9 @@ def test_hostile_files_are_ingested_or_skipped_and_the_rest_is_unaffected(files,
 @pytest.mark.slow
 def test_build_with_hostile_files_answers_like_the_seeds_alone(tmp_path, encoder, seeds_index):
     """End to end with the real model: hostile files beside the seeds change nothing for them."""
+    from qa.build import build
     from qa.engine import QA
-    from qa.store import build, load
+    from qa.store import load
 
     folder = tmp_path / "corpus"
     shutil.copytree(SEEDS, folder)

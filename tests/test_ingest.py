@@ -292,3 +292,15 @@ def test_decode_prefers_utf8_and_strips_a_bom():
     report = IngestReport()
     assert decode("\ufeffCaf\u00e9".encode("utf-8"), "x", report) == "Caf\u00e9"
     assert report.skipped == []
+
+
+def test_a_missing_dependency_is_not_reported_as_unreadable_articles(tmp_path, monkeypatch):
+    """With dateparser gone, the build must say so, not "no readable articles"."""
+    import sys
+
+    from qa.ingest import ingest
+
+    (tmp_path / "a.txt").write_text("A title\nMay 18, 2021\n\nSome body text of the article.\n")
+    monkeypatch.setitem(sys.modules, "dateparser", None)  # `import dateparser` raises ImportError
+    with pytest.raises(ImportError):
+        ingest([tmp_path])

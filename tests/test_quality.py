@@ -75,7 +75,7 @@ def squad_engine(tmp_path_factory, encoder):
                     f"put it there, do not skip this test")
     from qa.engine import QA
     from qa.settings import Settings
-    from qa.store import build
+    from qa.build import build
 
     path = tmp_path_factory.mktemp("squad-index")
     build([corpus], Settings(index_dir=path), encoder=encoder, progress=False)

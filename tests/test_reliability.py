@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from qa.settings import Settings, UserError
-from qa.store import FILES, _digest, build, load
+from qa.build import build
+from qa.store import FILES, _digest, load
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"

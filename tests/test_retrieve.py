@@ -170,3 +170,30 @@ def test_dense_search_leaves_the_callers_openmp_threads_alone(engine):
         assert faiss.omp_get_max_threads() == 2
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_hybrid_scores_bm25_once_per_question(engine, monkeypatch):
+    retriever = Retriever(engine.index, engine.encoder)
+    calls = []
+    real = retriever.bm25_scores
+    monkeypatch.setattr(retriever, "bm25_scores", lambda q: calls.append(q) or real(q))
+    hits = retriever.search("When was Dongguan's application approved?", k=5, method="hybrid")
+    assert hits and calls == ["When was Dongguan's application approved?"]
+
+
+@pytest.mark.parametrize("value", ["abc", "2021-02-30", "2021-13-01", "21-06-30", "last week", 20210630])
+def test_filters_refuse_what_is_not_a_date(value):
+    from qa.settings import UsageError
+
+    with pytest.raises(UsageError, match="is not a date; use YYYY-MM-DD") as e:
+        Filters(since=value)
+    assert e.value.exit_code == 2
+    with pytest.raises(UsageError):
+        Filters(until=value)
+
+
+@pytest.mark.parametrize("value,kept", [(None, None), ("", None), ("  ", None),
+                                        (" 2021-06-30 ", "2021-06-30"),
+                                        ("2022-01-17T09:41", "2022-01-17T09:41")])
+def test_filters_keep_real_dates_and_drop_empty_ones(value, kept):
+    assert Filters(since=value).since == kept and Filters(until=value).until == kept

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from qa.settings import Settings, UserError
-from qa.store import FORMAT_VERSION, IndexLoadError, build, fingerprint, load
+from qa.build import build
+from qa.store import FORMAT_VERSION, IndexLoadError, fingerprint, load
 
 from conftest import ROOT, SEEDS
 
@@ -317,3 +318,14 @@ def test_kill_9_during_a_build_leaves_the_previous_index(seeds_copy, tmp_path, q
     index = load(seeds_copy)
     assert len(index.articles) == 5 and not index.stale
     assert _answers(seeds_copy, asked) == before_answers
+
+
+def test_a_missing_dependency_while_loading_is_not_called_corruption(tiny, monkeypatch):
+    import faiss
+
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'faiss._swigfaiss'")
+
+    monkeypatch.setattr(faiss, "read_index", missing)
+    with pytest.raises(ModuleNotFoundError):
+        load(tiny[1])

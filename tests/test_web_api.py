@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -273,7 +272,7 @@ def test_path_traversal_is_refused(server, path):
 
 def test_index_files_are_not_served(server, seeds_index):
     current = seeds_index / "CURRENT"
-    for path in (f"/gradio_api/file={current}", f"/file={current}", f"/gradio_api/file={ROOT / 'qa' / 'web.py'}"):
+    for path in (f"/gradio_api/file={current}", f"/file={current}", f"/gradio_api/file={ROOT / 'qa' / 'web' / 'api.py'}"):
         status, body = _raw_get(server, path)
         assert 400 <= status < 500, (path, status)
 
@@ -333,7 +332,7 @@ def test_app_py_rejects_bad_flags_without_a_traceback(tmp_path):
 def test_gate_refuses_when_full():
     import threading
 
-    from qa.web import Busy, Gate
+    from qa.web.api import Busy, Gate
 
     gate = Gate(running=1, waiting=0, timeout=0.1)
     with gate.enter():
@@ -361,7 +360,7 @@ def test_gate_refuses_when_full():
 
 
 def test_answer_html_escapes_untrusted_text():
-    from qa.web import answer_html
+    from qa.web.render import answer_html
 
     evil = 'x <img src=x onerror="alert(1)"> <script>alert(2)</script> & **b**'
     out = {"question": evil, "resolved_question": evil, "confidence": 0.9, "abstained": False,
@@ -383,7 +382,7 @@ def test_answer_html_escapes_untrusted_text():
 
 
 def test_article_segments_cover_the_whole_text_and_mark_the_cited_span():
-    from qa.web import article_segments
+    from qa.web.render import article_segments
 
     text = "First sentence. The answer is 42. Last one."
     art = Article(doc_id="d", text=text, title="T", source="S", date="2020-01-01")
@@ -403,7 +402,7 @@ def test_article_segments_cover_the_whole_text_and_mark_the_cited_span():
     (None, ()),
 ])
 def test_parse_users(text, expected):
-    from qa.web import parse_users
+    from qa.web.config import parse_users
 
     assert parse_users(text) == expected
 
@@ -411,7 +410,7 @@ def test_parse_users(text, expected):
 @pytest.mark.parametrize("text", ["alice", "alice:", ":pw"])
 def test_parse_users_refuses_entries_without_a_password(text):
     from qa.settings import UserError
-    from qa.web import parse_users
+    from qa.web.config import parse_users
 
     with pytest.raises(UserError, match="user:password"):
         parse_users(text)
@@ -419,7 +418,7 @@ def test_parse_users_refuses_entries_without_a_password(text):
 
 def test_parse_origins():
     from qa.settings import UserError
-    from qa.web import parse_origins
+    from qa.web.config import parse_origins
 
     assert parse_origins(["https://a.example/", "http://b.example:8080,*"]) == (
         "https://a.example", "http://b.example:8080", "*")
@@ -427,47 +426,3 @@ def test_parse_origins():
     with pytest.raises(UserError):
         parse_origins("a.example")
 
-
-# ---------------------------------------------------------------- startup: missing, stale, corrupt index
-
-def _current(index: Path) -> str:
-    return (index / "CURRENT").read_text().strip()
-
-
-def test_startup_builds_a_missing_index_and_rebuilds_stale_and_corrupt_ones(tmp_path, encoder, capsys):
-    import shutil
-
-    from qa.settings import Settings, UserError
-    from qa.web import open_or_build
-
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for name in ("003_fa579be8430ff762.txt", "000_8c8a69ca8b028a93.txt"):
-        shutil.copy(ROOT / "seeds" / name, corpus / name)
-    settings = Settings(index_dir=tmp_path / "index")
-
-    engine = open_or_build(settings, [corpus], progress=False)  # first run: builds
-    assert len(engine.index.articles) == 2
-    assert "first run" in capsys.readouterr().err
-    first = _current(settings.index_dir)
-
-    assert _current(open_or_build(settings, progress=False).index.path) == first  # fine: reused
-
-    (corpus / "new.txt").write_text("Zhaoqing opens a port\n2023-03-01\n\nZhaoqing opened a river "
-                                    "port with room for 40 ships in March 2023.\n")
-    engine = open_or_build(settings, progress=False)  # stale: rebuilt from the recorded sources
-    assert "stale" in capsys.readouterr().err
-    assert len(engine.index.articles) == 3 and _current(settings.index_dir) != first
-
-    build_dir = settings.index_dir / _current(settings.index_dir)
-    (build_dir / "passages.jsonl").write_text("{not json\n")
-    engine = open_or_build(settings, progress=False)  # corrupt: rebuilt
-    assert "cannot be used" in capsys.readouterr().err
-    assert len(engine.index.articles) == 3
-    assert engine.ask("How many ships does the Zhaoqing port hold?").hits
-
-    build_dir = settings.index_dir / _current(settings.index_dir)
-    (build_dir / "passages.jsonl").write_text("{not json\n")
-    shutil.rmtree(corpus)  # corrupt and its articles gone: say what to do
-    with pytest.raises(UserError, match="--sources"):
-        open_or_build(settings, progress=False)

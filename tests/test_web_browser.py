@@ -67,7 +67,7 @@ def server(seeds_index):
 @pytest.fixture(scope="module")
 def evil_server(tmp_path_factory, encoder):
     from qa.settings import Settings
-    from qa.store import build
+    from qa.build import build
 
     corpus = tmp_path_factory.mktemp("evil-corpus")
     (corpus / "xanadu.txt").write_text(EVIL_ARTICLE)

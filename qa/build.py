@@ -1,0 +1,93 @@
+"""Articles -> index: ingest the sources, chunk, embed, and write a build (`qa build`).
+
+The stages are qa.ingest, qa.chunk and qa.embed; the files written and their checks are qa.store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from . import __version__
+from .chunk import chunk
+from .ingest import ingest
+from .settings import Settings, UserError
+from .store import (FORMAT_VERSION, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FROM, HNSW_M,
+                    embed_text, fingerprint, lock, writable, write_build)
+from .types import Article, Passage
+
+DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
+
+
+@dataclass
+class BuildSummary:
+    """What one build did, for the summary line of `qa build`."""
+
+    documents: int
+    passages: int
+    skipped: list[tuple[str, str]]
+    duplicates: list[tuple[str, str]]
+    seconds: float
+    path: Path
+    index_type: str
+
+
+def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
+          progress: bool = True) -> BuildSummary:
+    """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
+
+    Raises:
+        UserError: no articles, an unwritable index folder, or another build holding the lock.
+    """
+    started = time.perf_counter()
+    sources = [Path(s) for s in sources]
+    report = ingest(sources)  # raises before anything is written when there is nothing to index
+    if encoder is None:
+        from .embed import load_encoder
+
+        encoder = load_encoder(settings.model)  # a model that does not load writes nothing either
+    root = writable(Path(settings.index_dir))
+    with lock(root):
+        passages = _chunk_all(report.articles, encoder, settings)
+        articles = {a.doc_id: a for a in report.articles}
+        texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
+        vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
+        index_type = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "model": settings.model,
+            "dimension": int(encoder.dim),
+            "metric": "inner_product",
+            "normalized": True,
+            "index_type": index_type,
+            "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
+                     "ef_search": HNSW_EF_SEARCH} if index_type == "HNSW" else None,
+            "documents": len(report.articles),
+            "passages": len(passages),
+            "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
+            "sources": [str(s.resolve()) for s in sources],
+            "source_fingerprint": fingerprint(sources),
+            "package_version": __version__,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
+        }
+        target = write_build(root, report.articles, passages, texts, vectors, manifest)
+    return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
+                        time.perf_counter() - started, target, index_type)
+
+
+def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Passage]:
+    passages: list[Passage] = []
+    for article in articles:
+        title_cost = (encoder.count_tokens([article.title + ". "])[0]
+                      if settings.title_context and article.title else 0)
+        hard = encoder.max_seq_length - 2 - title_cost  # [CLS] and [SEP]
+        if hard < 16:
+            raise UserError(f"the title of {article.doc_id} is longer than the model reads; "
+                            f"shorten it or build with --no-title-context")
+        passages += chunk(article, encoder.count_tokens, max_tokens=min(settings.max_tokens, hard),
+                          hard_limit=hard, overlap=settings.overlap, first_pid=len(passages))
+    return passages

@@ -1,0 +1,198 @@
+"""Rendering for the page: one `QA.to_json` result -> chat HTML from escaped text, the sources
+table, and HighlightedText values for passages and articles. Pure functions, no Gradio."""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import Optional
+
+from .config import STATIC
+
+CSS = """
+.qa-msg p { margin: 0.25em 0; }
+.qa-label { font-weight: 700; text-transform: uppercase; font-size: 0.8em; letter-spacing: 0.05em; }
+.qa-label-answer { color: #15803d; }
+.qa-label-notfound { color: #b45309; }
+.qa-answer { border-left: 4px solid #16a34a; padding-left: 0.6em; }
+.qa-notfound { border-left: 4px dashed #d97706; padding-left: 0.6em; opacity: 0.95; }
+.qa-closest { font-size: 0.9em; color: #57534e; }
+.qa-marks { font-weight: 700; color: #1d4ed8; }
+.qa-read-as, .qa-notice, .qa-cite { font-size: 0.85em; color: #57534e; }
+.qa-status { padding: 0.5em 0.8em; border-radius: 6px; background: #f1f5f9; }
+.qa-status-answer { background: #dcfce7; color: #14532d; }
+.qa-status-notfound { background: #fef3c7; color: #78350f; border: 1px dashed #d97706; }
+/* Read passages and articles as running text, not as a wrap of boxes. */
+.qa-text .textfield { display: block !important; word-break: normal !important;
+                      overflow-wrap: anywhere; line-height: 1.6; }
+.qa-text .token-container { display: inline; }
+.qa-text .line-break { display: block; }
+.qa-text .token.highlighted { margin-left: 0 !important; margin-right: 0 !important; }
+"""
+
+COLORS = {"answer": "#fde047", "best match": "#bfdbfe", "cited passage": "#d9f99d",
+          "source": "#e5e7eb"}
+
+
+def citations(out: dict) -> list[int]:
+    """Ranks of the passages that contain the answer snippet, the answering passage first.
+
+    >>> citations({"answer": {"doc_id": "d", "char_start": 5, "char_end": 9, "passage_rank": 2},
+    ...            "passages": [{"rank": 1, "doc_id": "d", "char_start": 0, "char_end": 10},
+    ...                         {"rank": 2, "doc_id": "d", "char_start": 4, "char_end": 20}]})
+    [2, 1]
+    """
+    a = out.get("answer")
+    if not a:
+        return []
+    ranks = [p["rank"] for p in out["passages"] if p["doc_id"] == a["doc_id"]
+             and p["char_start"] <= a["char_start"] and a["char_end"] <= p["char_end"]]
+    first = a["passage_rank"]
+    return [first] + [r for r in ranks if r != first]
+
+
+def _meta(item: dict) -> str:
+    date = (item.get("date") or "")[:10] or "undated"
+    return f"{item.get('title') or item['doc_id']} — {item.get('source') or 'source unknown'}, {date}"
+
+
+def answer_html(out: dict) -> str:
+    """The assistant's chat message for one `QA.to_json` result, as HTML built from escaped text.
+
+    An answer shows the snippet with the asked-for entity emphasized and its citation marks;
+    an abstention is labelled "Not in the articles" and lists the closest passages.
+    """
+    e = html.escape
+    parts: list[str] = []
+    if out.get("resolved_question"):
+        parts.append(f'<p class="qa-read-as">Read as: {e(out["resolved_question"])}</p>')
+    for notice in out.get("notices", []):
+        parts.append(f'<p class="qa-notice">Note: {e(notice)}</p>')
+    a = out.get("answer")
+    if a:
+        marks = " ".join(f"[{r}]" for r in citations(out))
+        text = a["text"]
+        h = a.get("highlight")
+        if h and a["char_start"] <= h["char_start"] < h["char_end"] <= a["char_end"]:
+            i, j = h["char_start"] - a["char_start"], h["char_end"] - a["char_start"]
+            snippet = f"{e(text[:i])}<mark><strong>{e(text[i:j])}</strong></mark>{e(text[j:])}"
+        else:
+            snippet = e(text)
+        parts += ['<p class="qa-label qa-label-answer">Answer</p>',
+                  f'<p class="qa-snippet">“{snippet}” <span class="qa-marks">{marks}</span></p>',
+                  f'<p class="qa-cite">[{a["passage_rank"]}] {e(_meta(a))} · '
+                  f'confidence {out["confidence"]:.2f}</p>']
+        kind = "qa-answer"
+    else:
+        parts.append('<p class="qa-label qa-label-notfound">Not in the articles</p>')
+        if out["passages"]:
+            parts.append("<p>No article answers this question. The closest passages, of low "
+                         "relevance:</p>")
+            items = "".join(f'<li>[{p["rank"]}] {e(_meta(p))}: “{e(_clip(p["text"], 160))}” '
+                            f'(score {p["score"]:.3f}, low relevance)</li>' for p in out["passages"])
+            parts.append(f'<ul class="qa-closest">{items}</ul>')
+        else:
+            parts.append("<p>No passage matched the question and the filters.</p>")
+        kind = "qa-notfound"
+    return f'<div class="qa-msg {kind}">{"".join(parts)}</div>'
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " …"
+
+
+def status_html(out: dict | None) -> str:
+    """The banner above the sources: answered, or not in the articles."""
+    if out is None:
+        return '<div class="qa-status">Ask a question about the articles.</div>'
+    if out.get("answer"):
+        return (f'<div class="qa-status qa-status-answer">Answered from the articles · '
+                f'confidence {out["confidence"]:.2f} · {len(out["passages"])} passages</div>')
+    return ('<div class="qa-status qa-status-notfound">Not in the articles · the closest '
+            f'{len(out["passages"])} passages are listed below as low relevance</div>')
+
+
+def source_rows(out: dict) -> list[list]:
+    """Rows of the sources table: rank, title, source, date, score, relevance."""
+    cited = set(citations(out))
+    return [[p["rank"], p["title"], p["source"], (p["date"] or "")[:10], round(p["score"], 3),
+             "low relevance" if p["low_relevance"] else ("cited" if p["rank"] in cited else "")]
+            for p in out["passages"]]
+
+
+def passage_segments(out: dict, sentences: list[tuple[int, int] | None]) -> list[tuple[str, Optional[str]]]:
+    """HighlightedText value listing every passage with its header; the answer sentence is
+    labelled "answer", elsewhere the answer picker's best sentence is labelled "best match".
+
+    Args:
+        out: a `QA.to_json` result.
+        sentences: per passage of `out`, the picker's best sentence in article offsets
+            (`Result.sentences`), or None.
+
+    >>> out = {"answer": None, "passages": [{"rank": 1, "doc_id": "d", "title": "T", "source": "",
+    ...        "date": "", "score": .5, "low_relevance": True, "char_start": 10, "char_end": 30,
+    ...        "text": "One two. Three four."}]}
+    >>> [s for s in passage_segments(out, [(19, 30)]) if s[1] == "best match"]
+    [('Three four.', 'best match')]
+    """
+    a = out.get("answer")
+    segs: list[tuple[str, Optional[str]]] = []
+    for i, p in enumerate(out["passages"]):
+        low = " · low relevance" if p["low_relevance"] else ""
+        segs.append((f"[{p['rank']}] {_meta(p)} · score {p['score']:.3f}{low}\n", "source"))
+        text, start = p["text"], p["char_start"]
+        span, label = None, None
+        if a and a["doc_id"] == p["doc_id"]:
+            i_, j_ = max(a["char_start"], start), min(a["char_end"], p["char_end"])
+            if i_ < j_:
+                span, label = (i_ - start, j_ - start), "answer"
+        best = sentences[i] if i < len(sentences) else None
+        if span is None and best and start <= best[0] < best[1] <= p["char_end"]:
+            span, label = (best[0] - start, best[1] - start), "best match"
+        if span:
+            segs += [(text[:span[0]], None), (text[span[0]:span[1]], label), (text[span[1]:], None)]
+        else:
+            segs.append((text, None))
+        segs.append(("\n\n", None))
+    return [(t, l) for t, l in segs if t]
+
+
+def article_segments(article, out: dict, rank: int) -> list[tuple[str, Optional[str]]]:
+    """HighlightedText value of a whole article, the cited passage of `rank` highlighted and the
+    answer snippet inside it labelled "answer"."""
+    p = next((p for p in out["passages"] if p["rank"] == rank), None)
+    text = article.text
+    head = (f"{article.title or article.doc_id}\n{article.source or 'source unknown'} · "
+            f"{article.date or 'undated'} · {article.doc_id}\n\n")
+    segs: list[tuple[str, Optional[str]]] = [(head, "source")]
+    if p is None:
+        return segs + [(text, None)]
+    cuts = [(p["char_start"], p["char_end"], "cited passage")]
+    a = out.get("answer")
+    if a and a["doc_id"] == article.doc_id and p["char_start"] <= a["char_start"] < a["char_end"] <= p["char_end"]:
+        cuts = [(p["char_start"], a["char_start"], "cited passage"),
+                (a["char_start"], a["char_end"], "answer"),
+                (a["char_end"], p["char_end"], "cited passage")]
+    pos = 0
+    for s, t, label in cuts:
+        segs += [(text[pos:s], None), (text[s:t], label)]
+        pos = t
+    segs.append((text[pos:], None))
+    return [(t, l) for t, l in segs if t]
+
+
+def example_questions(articles: dict, limit: int = 6) -> list[str]:
+    """Example questions for the articles in the index: the curated ones in
+    qa/static/examples.json, else one built from each article's title."""
+    try:
+        curated = json.loads((STATIC / "examples.json").read_text())
+    except (OSError, ValueError):
+        curated = {}
+    out: list[str] = []
+    for doc_id, article in articles.items():
+        qs = curated.get(doc_id) if isinstance(curated.get(doc_id), list) else None
+        if qs:
+            out += [q for q in qs if isinstance(q, str)]
+        elif article.title:
+            out.append(f"What does the article “{_clip(article.title, 80)}” report?")
+    return out[:limit]
