@@ -368,7 +368,7 @@ class Picker:
         combined += [(rc.feature * s + rc.reader * floor, len(top) + i, c, floor)
                      for i, (s, c) in enumerate(scored[len(top):])]
         combined.sort(key=lambda x: (-x[0], x[1]))
-        second = max((x[3] for x in combined[1:len(top)]), default=floor)
+        second = max((x[3] for x in combined[1:] if x[1] < len(top)), default=floor)
         return ([(s, c) for s, _, c, _ in combined],
                 {"read_best": combined[0][3], "read_second": second})
 

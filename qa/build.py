@@ -56,6 +56,8 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
         texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
         vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
         index_type = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
+        from .reader import reader_record  # torch is loaded by now
+
         manifest = {
             "format_version": FORMAT_VERSION,
             "model": settings.model,
@@ -73,6 +75,7 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
             "package_version": __version__,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
+            "reader": reader_record(settings.reader),
         }
         target = write_build(root, report.articles, passages, texts, vectors, manifest)
     return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
@@ -91,3 +94,4 @@ def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Pas
         passages += chunk(article, encoder.count_tokens, max_tokens=min(settings.max_tokens, hard),
                           hard_limit=hard, overlap=settings.overlap, first_pid=len(passages))
     return passages
+

@@ -206,6 +206,21 @@ def load_reader(folder: str = str(PACKAGED_READER)) -> Reader:
     return Reader(folder)
 
 
+def reader_record(choice: str) -> dict | None:
+    """What an index manifest records of the reader Settings.reader names: its settings, training
+    record, sha256 and calibration (read from JSON; the weights are not loaded)."""
+    if choice == "none":
+        return None
+    folder = PACKAGED_READER if choice == "default" else Path(choice)
+    config = ReaderConfig.read(folder)
+    record = {"folder": "packaged" if choice == "default" else str(folder.resolve()),
+              "sha256": config.sha256, "layers": config.layers, "max_length": config.max_length,
+              "trained": config.trained}
+    if (folder / CALIBRATION).is_file():
+        record["calibration"] = json.loads((folder / CALIBRATION).read_text())
+    return record
+
+
 def open_reader(choice: str) -> Reader | None:
     """The reader that Settings.reader names: "default" (the packaged one), "none", or a folder.
 

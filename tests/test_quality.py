@@ -114,3 +114,49 @@ def test_squad_held_out_quality(squad_engine, squad_sample, retriever):
     for key in ("p1", "p5", "snippet"):
         assert got[key] >= floor[key], f"{retriever} {key} {got[key]:.3f} < floor {floor[key]}"
     assert got["wrong_abstain"] <= floor["wrong_abstain_max"], got
+
+
+# ---------------------------------------------------------------- SQuAD 2.0 held-out sample
+
+SQUAD2_SAMPLE = 300
+
+
+@pytest.fixture(scope="session")
+def squad2(tmp_path_factory, encoder):
+    """An index of every SQuAD 2.0 dev paragraph, and a fixed sample of the held-out questions
+    (about half unanswerable), each asked of its own paragraph."""
+    from qa.build import build
+    from qa.engine import QA
+    from qa.settings import Settings
+    from qa.squad import SQUAD_V2_DEV, write_squad2
+
+    if not SQUAD_V2_DEV.exists():
+        pytest.fail(f"{SQUAD_V2_DEV} is missing: the SQuAD 2.0 floors need ../shared/qa-train "
+                    f"beside the repository; put it there, do not skip this test")
+    data = tmp_path_factory.mktemp("squad2")
+    write_squad2(data)
+    build([data / "corpus.jsonl"], Settings(index_dir=data / "index"), encoder=encoder,
+          progress=False)
+    rows = [json.loads(line) for line in (data / "questions-heldout.jsonl").read_text().splitlines()]
+    assert len(rows) == 6183
+    return QA.open(Settings(index_dir=data / "index")), random.Random(8).sample(rows, SQUAD2_SAMPLE)
+
+
+@pytest.mark.slow
+def test_squad2_held_out_abstention(squad2):
+    from qa.retrieve import Filters
+
+    engine, sample = squad2
+    answerable = [q for q in sample if q["doc"]]
+    unanswerable = [q for q in sample if not q["doc"]]
+    results = {q["id"]: engine.ask(q["question"], filters=Filters(doc=q["given"])) for q in sample}
+    got = {
+        "unanswerable_abstain": sum(results[q["id"]].abstained for q in unanswerable) / len(unanswerable),
+        "wrong_abstain": sum(results[q["id"]].abstained for q in answerable) / len(answerable),
+        "snippet": sum(not results[q["id"]].abstained and any(
+            a in results[q["id"]].answer.text for a in q["answers"]) for q in answerable) / len(answerable),
+    }
+    print({k: round(v, 3) for k, v in got.items()})
+    assert got["unanswerable_abstain"] >= SQUAD2_FLOORS["unanswerable_abstain"], got
+    assert got["wrong_abstain"] <= SQUAD2_FLOORS["wrong_abstain_max"], got
+    assert got["snippet"] >= SQUAD2_FLOORS["snippet"], got

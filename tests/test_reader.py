@@ -14,6 +14,8 @@ import pytest
 from qa.reader import (CALIBRATION, CONFIG, PACKAGED_READER, WEIGHTS, Reader, ReaderCalibration,
                        file_sha256, open_reader)
 from qa.settings import UserError
+
+from conftest import ROOT
 from qa.train_reader import TrainSettings, article_pairs, train
 
 ARTICLE = {
@@ -192,3 +194,23 @@ def test_training_refuses_data_that_holds_a_held_out_article(monkeypatch):
     with pytest.raises(UserError, match="held-out"):
         train_reader.training_pairs(TrainSettings())
 
+
+
+@pytest.mark.slow
+def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp_path, capsys):
+    from qa.cli import main
+    from qa.engine import QA
+    from qa.settings import Settings
+
+    folder = tmp_path / "reader"
+    shutil.copytree(tiny_reader, folder)
+    code = main(["calibrate", "--on", str(seeds_index), str(ROOT / "tests" / "questions.jsonl"),
+                 "--reader", str(folder), "--candidates", "3", "--exclude-id", "^nm"])
+    assert code == 0, capsys.readouterr().err
+    cal = json.loads((folder / CALIBRATION).read_text())
+    assert cal["candidates"] == 3 and cal["sha256"] == file_sha256(folder / WEIGHTS)
+    assert set(cal["confidence"]["weights"]) == {"read_best", "read_second", "feature_z"}
+    engine = QA.open(Settings(index_dir=seeds_index, reader=str(folder)))
+    assert engine.picker.threshold == cal["threshold"]
+    result = engine.ask("When was Dongguan's application approved?")
+    assert result.hits and 0.0 <= result.confidence <= 1.0

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The reader's figures in the README: calibrate the packaged reader on the tuning halves, then
+# score the held-out halves, with the reader and with the feature picker alone (--reader none).
+# Needs ../shared beside the checkout; indexes and reports go to $OUT (default /tmp/qa-figures).
+# About an hour on 2 cores. Usage: bash scripts/reader_figures.sh [calibrate|eval|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
+qa=.venv/bin/qa
+OUT=${OUT:-/tmp/qa-figures}
+SQUAD=../shared/beir/squad-v1.1-dev
+TUNE='^([0-9]|1[0-9]|2[0-3])_'
+HELD='^(2[4-9]|3[0-9]|4[0-7])_'
+mkdir -p "$OUT"
+[ -d "$OUT/seeds" ] || $qa build --index "$OUT/seeds" --quiet
+[ -d "$OUT/squad" ] || $qa build "$SQUAD/corpus.jsonl" --index "$OUT/squad" --quiet
+if [ ! -d "$OUT/squad2" ]; then
+  .venv/bin/python -c "from pathlib import Path; from qa.squad import write_squad2; print(write_squad2(Path('$OUT/squad2-data')))"
+  $qa build "$OUT/squad2-data/corpus.jsonl" --index "$OUT/squad2" --quiet
+fi
+
+if [ "${1:-all}" != eval ]; then
+  # Tuning only: the seeds' first 72 questions (not the nm* ones), SQuAD 1.1 dev articles 0-23,
+  # the odd non-held-out SQuAD 2.0 articles asked of their own paragraph, and off-topic pairs.
+  $qa calibrate --reader qa/reader --candidates "${CANDIDATES:-6}" --exclude-id '^nm' --limit 1000 \
+    --on "$OUT/seeds" tests/questions.jsonl \
+    --on "$OUT/squad" "$SQUAD/questions.jsonl" "$TUNE" \
+    --on "$OUT/squad2" "$OUT/squad2-data/questions-tune.jsonl" \
+    --offtopic "$OUT/seeds" "$SQUAD/questions.jsonl" "$TUNE" \
+    --offtopic "$OUT/squad" tests/questions.jsonl
+fi
+
+if [ "${1:-all}" != calibrate ]; then
+  for reader in default none; do
+    $qa eval tests/questions.jsonl --index "$OUT/seeds" --retriever all --reader $reader --quiet \
+      --run-out "$OUT/seeds-$reader.jsonl" | tee "$OUT/seeds-$reader.txt"
+    $qa eval "$SQUAD/questions.jsonl" --index "$OUT/squad" --filter-doc "$HELD" --reader $reader \
+      --quiet --run-out "$OUT/squad-$reader.jsonl" | tee "$OUT/squad-$reader.txt"
+    $qa eval "$OUT/squad2-data/questions-heldout.jsonl" --index "$OUT/squad2" --given-doc \
+      --sample 2000 --reader $reader --quiet | tee "$OUT/squad2-given-$reader.txt"
+    $qa eval "$OUT/squad2-data/questions-heldout.jsonl" --index "$OUT/squad2" \
+      --sample 1000 --reader $reader --quiet | tee "$OUT/squad2-open-$reader.txt"
+  done
+fi
