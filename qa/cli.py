@@ -139,6 +139,9 @@ def render(out: dict, seconds: float) -> str:
         lines.append(f"   (read as: {out['resolved_question']})")
     for notice in out.get("notices", []):
         lines.append(f"note: {notice}")
+    if out.get("reply"):
+        lines.append(f"\n{out['reply']}")
+        return "\n".join(lines)
     if out["answer"]:
         a = out["answer"]
         lines.append(f"\nA: {a['text']}  [{a['passage_rank']}]")

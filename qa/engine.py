@@ -14,6 +14,7 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import intent
 from .answer import Calibration, Picker
 from .followup import resolve
 from .retrieve import Filters, Retriever
@@ -95,6 +96,10 @@ class QA:
         method = retriever or self.settings.retriever
         check_k(k, MAX_K)
         check_retriever(method)
+        kind = intent.classify(question)
+        if kind != intent.QUESTION:  # never rewritten as a follow-up, never answered with a quote
+            return Result(question, (), None, True, 0.0, question, tuple(notices), kind=kind,
+                          reply=intent.reply(kind, len(self.index.articles)))
         resolved = resolve(question, history or [])
         qvec = self.encoder.encode([resolved])[0]
         # The answer picker re-orders the top passages, so fetch at least that many.
@@ -122,6 +127,9 @@ class QA:
             out["resolved_question"] = result.resolved_question
         if result.notices:
             out["notices"] = list(result.notices)
+        out["kind"] = result.kind
+        if result.reply:
+            out["reply"] = result.reply
         return out
 
     def hit_json(self, hit: Hit, low_relevance: bool = False) -> dict:
@@ -155,8 +163,9 @@ def clean_question(question: str) -> tuple[str, list[str]]:
     text = "".join(ch if unicodedata.category(ch)[0] != "C" or ch in "\t\n" else " "
                    for ch in question[:MAX_QUESTION_CHARS * 2]).strip()
     if not text:
-        raise UsageError("the question is empty; ask something, e.g. "
-                        "qa ask \"When did Dongguan apply to become an innovative city?\"")
+        # Said the same way in the page, the API and the CLI: no command syntax here.
+        raise UsageError("the question is empty; write a question, e.g. \"When did Dongguan "
+                         "apply to become an innovative city?\"")
     if len(question) > MAX_QUESTION_CHARS:
         text = text[:MAX_QUESTION_CHARS]
         notices.append(f"the question was {len(question):,} characters; only the first "

@@ -84,3 +84,6 @@ class Result:
     notices: tuple[str, ...] = field(default_factory=tuple)
     # The answer picker's best sentence of each hit (article offsets), None where it read none.
     sentences: tuple[Span | None, ...] = field(default_factory=tuple)
+    # qa.intent's kind of message; chit-chat and other languages get `reply` and no retrieval.
+    kind: str = "question"
+    reply: str = ""

@@ -201,3 +201,37 @@ def test_script_tags_in_an_article_stay_inert(page, evil_server, artifacts):
     ask(page, '<img src=x onerror="window.__xss_img=1"> library cost?')
     assert '<img src=x onerror="window.__xss_img=1">' in page.locator("#chat").inner_text()
     assert page.evaluate(MARKERS) == [None, None, None, None]
+
+
+@pytest.mark.parametrize("width", [1400, 360])
+def test_empty_question_chitchat_and_other_languages_get_a_reply_not_a_quote(browser, server,
+                                                                          artifacts, width):
+    context = browser.new_context(viewport={"width": width, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    try:
+        page.goto(server + "/")
+        ask(page, QUESTION)
+        # Ask with an empty box: a hint by the box; the conversation stays; no error badge.
+        page.locator("#question textarea").fill("   ")
+        page.locator("#ask").click()
+        page.locator("#status .qa-hint").wait_for()
+        assert "Type a question first" in page.locator("#status").inner_text()
+        assert page.locator("#chat .qa-msg").count() == 1
+        assert page.get_by_text("Error", exact=True).count() == 0
+        page.screenshot(path=str(artifacts / f"web_empty_{width}.png"), full_page=True)
+
+        ask(page, "hi")
+        reply = page.locator("#chat .qa-msg").last
+        assert "qa-reply-msg" in reply.get_attribute("class")
+        assert "I answer questions from the 5 news articles" in reply.inner_text()
+        assert "ANSWER" not in reply.inner_text().upper().split("I ANSWER")[0]
+
+        ask(page, "佛山有多少家高新技术企业？")
+        reply = page.locator("#chat .qa-msg").last
+        assert "English articles and questions only" in reply.inner_text()
+        assert "Read as" not in reply.inner_text()  # not taken for a follow-up of the question
+        assert page.locator("#chat .qa-msg").count() == 3
+        page.screenshot(path=str(artifacts / f"web_chitchat_{width}.png"), full_page=True)
+    finally:
+        context.close()

@@ -9,8 +9,8 @@ import gradio as gr
 from ..retrieve import Filters
 from ..settings import RETRIEVERS, UserError, check_k
 from .config import ANY_SOURCE, API_MAX_K, MAX_HISTORY, UI_MAX_K, WebConfig
-from .render import (COLORS, answer_html, article_segments, example_questions, passage_segments,
-                     source_rows, status_html)
+from .render import (COLORS, answer_html, article_segments, example_questions, hint_html,
+                     passage_segments, source_rows, status_html)
 
 
 def build_demo(engine, config: WebConfig | None = None):
@@ -36,14 +36,19 @@ def build_demo(engine, config: WebConfig | None = None):
         return result, engine.to_json(result)
 
     def on_ask(question_, chat_, asked_, retriever_, k_, source_, since_, until_):
+        # A user's mistake is a hint by the box: the conversation and the other panels stay.
+        if not (question_ or "").strip():
+            return {status: hint_html("Type a question first, for example: "
+                                      "When was Dongguan's application approved?")}
         try:
             result, out = run(question_, k_, retriever_, source_, since_, until_, asked_)
         except UserError as e:
-            raise gr.Error(str(e)) from None
+            return {status: hint_html(str(e))}
         messages = list(chat_ or []) + [
             {"role": "user", "content": html.escape(out["question"])},
             {"role": "assistant", "content": answer_html(out)}]
-        history = list(asked_ or []) + [out.get("resolved_question") or out["question"]]
+        history = list(asked_ or []) + ([out.get("resolved_question") or out["question"]]
+                                        if out["kind"] == "question" else [])
         choices = [(f"[{p['rank']}] {p['title'] or p['doc_id']}", p["rank"]) for p in out["passages"]]
         rank = out["answer"]["passage_rank"] if out["answer"] else None
         shown = (article_segments(index.articles[out["answer"]["doc_id"]], out, rank)

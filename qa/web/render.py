@@ -69,7 +69,10 @@ def answer_html(out: dict) -> str:
     for notice in out.get("notices", []):
         parts.append(f'<p class="qa-notice">Note: {e(notice)}</p>')
     a = out.get("answer")
-    if a:
+    if out.get("reply"):
+        parts.append(f'<p class="qa-reply">{e(out["reply"])}</p>')
+        kind = "qa-reply-msg"
+    elif a:
         marks = " ".join(f"[{r}]" for r in citations(out))
         text = a["text"]
         h = a.get("highlight")
@@ -103,13 +106,18 @@ def _clip(text: str, n: int) -> str:
 
 def status_html(out: dict | None) -> str:
     """The banner above the sources: answered, or not in the articles."""
-    if out is None:
+    if out is None or out.get("reply"):
         return '<div class="qa-status">Ask a question about the articles.</div>'
     if out.get("answer"):
         return (f'<div class="qa-status qa-status-answer">Answered from the articles · '
                 f'confidence {out["confidence"]:.2f} · {len(out["passages"])} passages</div>')
     return ('<div class="qa-status qa-status-notfound">Not in the articles · the closest '
             f'{len(out["passages"])} passages are listed below as low relevance</div>')
+
+
+def hint_html(message: str) -> str:
+    """A hint in place of the status banner, for a question that could not be asked."""
+    return f'<div class="qa-status qa-hint" role="alert">{html.escape(message)}</div>'
 
 
 def source_rows(out: dict) -> list[list]:
