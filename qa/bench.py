@@ -393,8 +393,9 @@ def add_arguments(p) -> None:
                    help="timed questions per retriever and size (default 200)")
     p.add_argument("--bare-sample", type=int, metavar="N",
                    help="time bare encode on N of the passages only (default: all of them)")
-    p.add_argument("--out", type=Path, default=Path("qa-bench"),
-                   help="folder for bench.json, bench.md and latency_vs_size.png (default qa-bench/)")
+    p.add_argument("--out", type=Path, default=Path("reports") / "bench",
+                   help="folder for bench.json, bench.md and latency_vs_size.png (default "
+                        "reports/bench/, which git ignores)")
 
 
 def parse_sizes(text: str) -> list[int | str]:

@@ -111,13 +111,16 @@ def cmd_build(args) -> int:
 
 
 def cmd_ask(args) -> int:
-    from .engine import QA, clean_question
+    from .engine import MAX_K, QA, clean_question
     from .retrieve import Filters
+    from .settings import check_k
 
     settings = settings_from(args)
-    # Checked before the model loads: an empty question, a bad date (exit code 2).
+    # Checked before the model loads: an empty question, a bad date, k (exit code 2).
     clean_question(args.question)
     filters = Filters(args.source, args.since, args.until, args.doc)
+    if args.k is not None:
+        check_k(args.k, MAX_K)
     started = time.perf_counter()
     qa = QA.open(settings, check_model=bool(args.model or os.environ.get("QA_MODEL")))
     if qa.index.stale:
@@ -125,6 +128,8 @@ def cmd_ask(args) -> int:
               f"include the changes", file=sys.stderr)
     result = qa.ask(args.question, k=args.k, retriever=args.retriever,
                     filters=filters)
+    if not result.hits and filters.active() and result.notices:
+        raise UserError(result.notices[-1])  # the filter let no article through, and why
     out = qa.to_json(result)
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))

@@ -106,6 +106,8 @@ class QA:
         hits = self.retriever.search(resolved, k=max(k, self.calibration.passages), method=method,
                                      filters=filters, qvec=qvec)
         if not hits:
+            if filters is not None and filters.active():
+                notices.append(no_match(filters, self.index.articles))
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
         abstained = picked.answer is None or picked.confidence < self.picker.threshold
@@ -149,6 +151,25 @@ class QA:
             out["highlight"] = {"char_start": answer.highlight[0], "char_end": answer.highlight[1],
                                 "text": a.text[answer.highlight[0]:answer.highlight[1]]}
         return out
+
+
+def no_match(filters: Filters, articles: dict) -> str:
+    """Why a filter lets no article through, and the values that exist."""
+    def listed(values: list[str], n: int = 8) -> str:
+        more = f" and {len(values) - n} more" if len(values) > n else ""
+        return ", ".join(values[:n]) + more
+
+    if filters.doc and filters.doc not in articles:
+        return f"no article has doc id {filters.doc!r}; doc ids here: {listed(sorted(articles))}"
+    sources = sorted({a.source for a in articles.values() if a.source})
+    if filters.source and filters.source.casefold() not in {s.casefold() for s in sources}:
+        return (f"no article is from source {filters.source!r}; sources here: "
+                f"{listed(sources) or 'none (no article names its source)'}")
+    days = sorted(a.date[:10] for a in articles.values() if a.date)
+    span = f"articles here are dated {days[0]} to {days[-1]}" if days else "no article is dated"
+    return (f"no article matches the filters together (source {filters.source or 'any'}, "
+            f"doc {filters.doc or 'any'}, since {filters.since or '-'}, until "
+            f"{filters.until or '-'}); {span}")
 
 
 def clean_question(question: str) -> tuple[str, list[str]]:

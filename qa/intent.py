@@ -20,7 +20,7 @@ _CHITCHAT = re.compile(r"""^(?:
     how\s+are\s+you(?:\s+doing)?|how\s+is\s+it\s+going|what'?s\s+up|
     who\s+are\s+you|what\s+are\s+you|what\s+can\s+you\s+do|what\s+do\s+you\s+do|help|
     how\s+does\s+this\s+work|how\s+do\s+i\s+use\s+(?:this|you)
-)$""", re.I | re.X)
+)$""", re.IGNORECASE | re.VERBOSE)
 # Share of letters outside the Latin script above which a message is not English.
 MAX_OTHER_SCRIPT = 0.3
 

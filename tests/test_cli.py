@@ -186,3 +186,19 @@ def test_build_refuses_bad_chunk_settings(tmp_path, args):
     r = qa("build", str(SEEDS), "--index", str(tmp_path / "index"), *args)
     assert r.returncode == 1 and "--max-tokens" in r.stderr
     no_traceback(r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flags,said", [
+    (["--source", "Nowhere Times"], "sources here: "),
+    (["--doc", "nope"], "doc ids here: 000_8c8a69ca8b028a93"),
+    (["--until", "2000-01-01"], "articles here are dated"),
+])
+def test_a_filter_that_matches_nothing_says_so_and_lists_what_exists(seeds_index, flags, said):
+    r = qa("ask", "When was Dongguan approved?", "--index", str(seeds_index), *flags)
+    assert r.returncode == 1 and said in r.stderr and r.stdout == "", r.stderr
+
+
+def test_a_bad_k_exits_2_before_anything_loads(tmp_path):
+    r = qa("ask", "When?", "--index", str(tmp_path / "none"), "--k", "0")
+    assert r.returncode == 2 and "k must be a whole number" in r.stderr

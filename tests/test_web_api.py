@@ -101,6 +101,8 @@ def test_filters_restrict_the_passages(server):
                    timeout=60)
     assert r.status_code == 200
     assert r.json()["passages"] == [] and r.json()["abstained"] is True
+    assert "no article matches the filters" in r.json()["notices"][-1]
+    assert "dated 2018" in r.json()["notices"][-1]
 
 
 def test_unanswerable_question_abstains_with_low_relevance_passages(server):
