@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import shutil
 import threading
 from pathlib import Path
 
@@ -148,13 +149,13 @@ def test_unanswerable_question_shows_the_not_found_state(page, server, artifacts
 def embed_site(server, tmp_path_factory):
     """examples/embed.html pointed at the test server, served from another origin (port)."""
     site = tmp_path_factory.mktemp("embed-site")
-    page = (ROOT / "examples" / "embed.html").read_text().replace("http://127.0.0.1:7860", server)
-    (site / "embed.html").write_text(page)
+    # The page as shipped: the app's address comes from ?app= (it is not on port 7860).
+    shutil.copy(ROOT / "examples" / "embed.html", site / "embed.html")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/embed.html"
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/embed.html?app={server}"
     httpd.shutdown()
     httpd.server_close()
 
