@@ -22,7 +22,7 @@ import numpy as np
 
 from .store import Index
 from .text import english_stemmer, stems
-from .types import Answer, Hit, Passage, Span
+from .types import Answer, Hit, Passage, Span  # noqa: F401  (Passage: rescore's example)
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 

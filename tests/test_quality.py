@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_shared_data
 
 SQUAD = ROOT.parent / "shared" / "beir" / "squad-v1.1-dev"
 SQUAD_SAMPLE = 300
@@ -70,9 +70,8 @@ def test_seeds_quality(engine, questions, retriever):
 def squad_engine(tmp_path_factory, encoder):
     corpus = SQUAD / "corpus.jsonl"
     if not corpus.exists():
-        pytest.fail(f"{corpus} is missing: the SQuAD quality floors need ../shared/beir/"
-                    f"squad-v1.1-dev beside the repository (see /work/shared/beir/SOURCES.md); "
-                    f"put it there, do not skip this test")
+        require_shared_data(f"{corpus} is missing: the SQuAD quality floors need ../shared/beir/"
+                            f"squad-v1.1-dev beside the repository")
     from qa.engine import QA
     from qa.settings import Settings
     from qa.build import build
@@ -114,3 +113,14 @@ def test_squad_held_out_quality(squad_engine, squad_sample, retriever):
     for key in ("p1", "p5", "snippet"):
         assert got[key] >= floor[key], f"{retriever} {key} {got[key]:.3f} < floor {floor[key]}"
     assert got["wrong_abstain"] <= floor["wrong_abstain_max"], got
+
+
+def test_missing_shared_data_skips_on_a_clone_and_fails_in_ci(monkeypatch):
+    import conftest
+
+    monkeypatch.setattr(conftest, "REQUIRE_ALL", False)
+    with pytest.raises(pytest.skip.Exception, match="squad"):
+        conftest.require_shared_data("squad is missing")
+    monkeypatch.setattr(conftest, "REQUIRE_ALL", True)
+    with pytest.raises(pytest.fail.Exception, match="QA_REQUIRE_ALL=1"):
+        conftest.require_shared_data("squad is missing")
