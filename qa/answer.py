@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Index
+from .store import Index, Manifest
 from .text import english_stemmer, stems
-from .types import Answer, Hit, Span
+from .types import Answer, Hit, Passage, Span  # noqa: F401  (Passage: rescore's example)
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -79,9 +79,13 @@ class Calibration:
     run_mass: float = 1.0
 
     @classmethod
-    def from_manifest(cls, manifest: dict) -> Calibration:
+    def from_manifest(cls, manifest: Manifest) -> Calibration:
         """The manifest's "answer" block, or the packaged defaults for an index built before it."""
-        c = manifest.get("answer") or {}
+        return cls.from_block(manifest.answer)
+
+    @classmethod
+    def from_block(cls, c: dict) -> Calibration:
+        """A manifest's "answer" block; the packaged defaults when it is empty or incomplete."""
         if "sentence" not in c or "confidence" not in c:
             c = packaged_calibration()
         return cls.from_dict(c)

@@ -244,7 +244,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         questions = bench_questions(beir)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []
-        chosen = index.manifest["index_type"]
+        chosen = index.manifest.index_type
         other = "Flat" if chosen == "HNSW" else "HNSW"
         started = time.perf_counter()
         other_index = make_faiss_index(index.vectors, other)

@@ -43,8 +43,8 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
         UserError: no articles, an unwritable index folder, or another build holding the lock.
     """
     started = time.perf_counter()
-    sources = [Path(s) for s in sources]
-    report = ingest(sources)  # raises before anything is written when there is nothing to index
+    folders = [Path(s) for s in sources]
+    report = ingest(folders)  # raises before anything is written when there is nothing to index
     if encoder is None:
         from .embed import load_encoder
 
@@ -70,8 +70,8 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
             "documents": len(report.articles),
             "passages": len(passages),
             "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
-            "sources": [str(s.resolve()) for s in sources],
-            "source_fingerprint": fingerprint(sources),
+            "sources": [str(s.resolve()) for s in folders],
+            "source_fingerprint": fingerprint(folders),
             "package_version": __version__,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},

@@ -111,14 +111,14 @@ class QA:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
         abstained = picked.answer is None or picked.confidence < self.picker.threshold
-        hits = picked.hits[:k]
-        return Result(question, hits, None if abstained else picked.answer, abstained,
+        shown = picked.hits[:k]
+        return Result(question, shown, None if abstained else picked.answer, abstained,
                       round(picked.confidence, 4), resolved, tuple(notices),
-                      tuple(picked.sentences.get(h.passage.pid) for h in hits))
+                      tuple(picked.sentences.get(h.passage.pid) for h in shown))
 
     def to_json(self, result: Result) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""
-        out = {
+        out: dict = {
             "question": result.question,
             "passages": [self.hit_json(h, low_relevance=result.abstained) for h in result.hits],
             "answer": self.answer_json(result.answer) if result.answer else None,

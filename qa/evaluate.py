@@ -219,7 +219,7 @@ def run(args) -> int:
                 for r in retrievers:
                     f.write(json.dumps(run_line(outcomes[r][q_i], args.k), ensure_ascii=False) + "\n")
     print(f"{dataset.name}: {len(questions)} questions, index {qa.index.path} "
-          f"({qa.index.manifest.get('passages')} passages)")
+          f"({qa.index.manifest.passages} passages)")
     for n in notes:
         print(f"note: {n}")
     print()

@@ -122,7 +122,7 @@ class Retriever:
 
         params = None
         if allowed is not None:
-            params = (faiss.SearchParametersHNSW if self.index.manifest.get("index_type") == "HNSW"
+            params = (faiss.SearchParametersHNSW if self.index.manifest.index_type == "HNSW"
                       else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))
         with one_faiss_thread():
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)

@@ -10,7 +10,11 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 RETRIEVERS = ("dense", "bm25", "hybrid")
 MAX_QUESTION_CHARS = 10_000
 ROOT = Path(__file__).resolve().parent.parent
-SEEDS = ROOT / "seeds"  # the bundled articles, indexed when no sources are given
+# The bundled articles, indexed when no sources are given; package data (the checkout's seeds/
+# links here), so an installed qa finds them too.
+SEEDS = Path(__file__).resolve().parent / "seeds"
+# In a checkout the default index is the checkout's index/; installed, it is ./index.
+DEFAULT_INDEX = ROOT / "index" if (ROOT / "pyproject.toml").is_file() else Path("index")
 
 
 class UserError(Exception):
@@ -94,5 +98,5 @@ def default_settings(**changes) -> Settings:
     """Settings from the environment (`QA_MODEL`, `QA_INDEX`), then explicit changes."""
     base = Settings(model=os.environ.get("QA_MODEL") or DEFAULT_MODEL,
                     reader=os.environ.get("QA_READER") or "default",
-                    index_dir=Path(os.environ.get("QA_INDEX") or ROOT / "index"))
+                    index_dir=Path(os.environ.get("QA_INDEX") or DEFAULT_INDEX))
     return base.with_(**changes)

@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -44,12 +44,81 @@ class IndexLoadError(UserError):
     """The index on disk is missing, corrupt, or does not fit these settings."""
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A build's manifest.json, checked on load (`Manifest.from_json`): what the index was built
+    with and from, and the size and sha256 of each file."""
+
+    format_version: int
+    model: str
+    dimension: int
+    passages: int
+    files: dict[str, str]
+    documents: int = 0
+    metric: str = "inner_product"
+    normalized: bool = True
+    index_type: str = "Flat"
+    hnsw: dict | None = None
+    chunking: dict = field(default_factory=dict)
+    sources: tuple[str, ...] = ()
+    source_fingerprint: str = ""
+    package_version: str = ""
+    built_at: str = ""
+    answer: dict = field(default_factory=dict)  # the answer picker's calibration (qa.answer)
+    reader: dict | None = None  # the reader answering by default when built (qa.reader_record)
+
+    @property
+    def title_context(self) -> bool:
+        return self.chunking["title_context"]
+
+    @classmethod
+    def from_json(cls, data: dict) -> Manifest:
+        """The record of a parsed manifest.json.
+
+        Raises:
+            ValueError: a field that is missing or of the wrong type, named.
+        """
+        out = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.name in MANIFEST_KEYS:
+                    raise ValueError(f"it lacks {f.name!r}")
+                continue
+            value, kinds = data[f.name], _MANIFEST_TYPES[f.name]
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in
+                                                 (kinds if isinstance(kinds, tuple) else (kinds,))):
+                raise ValueError(f"{f.name!r} is {type(value).__name__}, not {_names(kinds)}")
+            out[f.name] = tuple(value) if f.name == "sources" else value
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in out["files"].items()):
+            raise ValueError("'files' must map file names to sha256 strings")
+        if not all(isinstance(s, str) for s in out.get("sources", ())):
+            raise ValueError("'sources' must be a list of paths")
+        if not isinstance(out.get("chunking", {}).get("title_context", True), bool):
+            raise ValueError("'chunking' lacks a true/false 'title_context'")
+        if out.get("index_type") == "HNSW" and not isinstance((out.get("hnsw") or {}).get("ef_search"), int):
+            raise ValueError("an HNSW index needs 'hnsw': {'ef_search': int}")
+        out.setdefault("chunking", {"title_context": True})
+        out["chunking"].setdefault("title_context", True)
+        return cls(**out)
+
+
+_MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int, "model": str, "dimension": int, "passages": int, "files": dict,
+    "documents": int, "metric": str, "normalized": bool, "index_type": str,
+    "hnsw": (dict, type(None)), "chunking": dict, "sources": list, "source_fingerprint": str,
+    "package_version": str, "built_at": str, "answer": dict, "reader": (dict, type(None))}
+
+
+def _names(kinds) -> str:
+    return " or ".join(k.__name__ for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+
+
 @dataclass
 class Index:
     """A loaded index: everything a question needs, read once."""
 
     path: Path
-    manifest: dict
+    manifest: Manifest
     articles: dict[str, Article]
     passages: list[Passage]
     faiss_index: object
@@ -59,11 +128,10 @@ class Index:
 
     @property
     def model(self) -> str:
-        return self.manifest["model"]
+        return self.manifest.model
 
     def embed_text(self, passage: Passage) -> str:
-        return embed_text(self.articles[passage.doc_id], passage,
-                          self.manifest["chunking"]["title_context"])
+        return embed_text(self.articles[passage.doc_id], passage, self.manifest.title_context)
 
 
 def embed_text(article: Article, passage: Passage, title_context: bool) -> str:
@@ -171,19 +239,23 @@ def _current_name(root: Path) -> str | None:
 def _load_once(index_dir: Path, model: str | None) -> Index:
     root = Path(index_dir)
     rebuild = f"run `qa build --index {root}` to rebuild it"
-    build_dir, manifest = _read_manifest(root, rebuild)
-    version = manifest.get("format_version")
+    build_dir, raw = _read_manifest(root, rebuild)
+    version = raw["format_version"]
     if version != FORMAT_VERSION:
         raise IndexLoadError(f"{root}/ has index format {version}, this qa {__version__} reads format "
                           f"{FORMAT_VERSION}; {rebuild}")
-    if model is not None and model != manifest.get("model"):
-        raise IndexLoadError(f"{root}/ was built with {manifest.get('model')} but the model asked for "
+    try:
+        manifest = Manifest.from_json(raw)
+    except ValueError as e:
+        raise IndexLoadError(f"{build_dir / 'manifest.json'} is corrupt ({e}); {rebuild}") from None
+    if model is not None and model != manifest.model:
+        raise IndexLoadError(f"{root}/ was built with {manifest.model} but the model asked for "
                           f"is {model}; run `qa build --index {root} --model {model}` to rebuild "
                           f"it, or leave --model/QA_MODEL unset")
     for name in FILES:
         path = build_dir / name
         try:
-            intact = path.exists() and _digest(path) == manifest["files"].get(name)
+            intact = path.exists() and _digest(path) == manifest.files.get(name)
         except OSError as e:
             raise IndexLoadError(f"{path} cannot be read ({e.strerror}); make it readable or "
                                  f"{rebuild}") from None
@@ -199,15 +271,15 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
         passages = [_passage_from_row(r) for r in _read_jsonl(build_dir / "passages.jsonl")]
     with _reading(build_dir / "index.faiss", rebuild):
         faiss_index = faiss.read_index(str(build_dir / "index.faiss"))
-        if manifest.get("index_type") == "HNSW":
-            faiss_index.hnsw.efSearch = manifest["hnsw"]["ef_search"]
+        if manifest.index_type == "HNSW" and manifest.hnsw:
+            faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
-            np.zeros((0, manifest["dimension"]), dtype=np.float32)
+            np.zeros((0, manifest.dimension), dtype=np.float32)
     with _reading(build_dir / "bm25", rebuild):
         bm25 = bm25s.BM25.load(str(build_dir / "bm25"))
-    if len(passages) != manifest["passages"] or faiss_index.ntotal != len(passages):
+    if len(passages) != manifest.passages or faiss_index.ntotal != len(passages):
         raise IndexLoadError(f"{build_dir} holds {faiss_index.ntotal} vectors for {len(passages)} "
-                          f"passages, manifest says {manifest['passages']}; {rebuild}")
+                          f"passages, manifest says {manifest.passages}; {rebuild}")
     index = Index(root, manifest, articles, passages, faiss_index, vectors, bm25)
     index.stale = is_stale(manifest)
     return index
@@ -291,12 +363,12 @@ def _reading(path: Path, rebuild: str):
                              f"{str(e)[:200]}); {rebuild}") from None
 
 
-def is_stale(manifest: dict) -> bool:
+def is_stale(manifest: Manifest) -> bool:
     """True when the recorded sources exist and their content changed since the build."""
-    sources = [Path(s) for s in manifest.get("sources", [])]
+    sources = [Path(s) for s in manifest.sources]
     if not sources or not all(s.exists() for s in sources):
         return False
-    return fingerprint(sources) != manifest.get("source_fingerprint")
+    return fingerprint(sources) != manifest.source_fingerprint
 
 
 def fingerprint(sources: Iterable[Path]) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv and installs qa into it. `--test` adds what the test suite needs (pytest,
-# playwright, Debian's chromium). Safe to run again.
+# Creates .venv and installs qa into it with every extra the app and the commands use (web, eval,
+# soak). `--test` adds what the test suite needs (pytest, playwright, ruff, mypy, Debian's
+# chromium). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -10,7 +11,7 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # Elsewhere, set QA_TORCH to the torch requirement you want (e.g. QA_TORCH=torch).
 "${pip[@]}" "${QA_TORCH:-torch==2.13.0}"
 if [ "${1:-}" = "--test" ]; then
-  "${pip[@]}" -e ".[test]"
+  "${pip[@]}" -e ".[web,eval,soak,test]"
   if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
@@ -19,5 +20,5 @@ if [ "${1:-}" = "--test" ]; then
     fi
   fi
 else
-  "${pip[@]}" -e .
+  "${pip[@]}" -e ".[web,eval,soak]"
 fi

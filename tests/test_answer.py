@@ -62,7 +62,7 @@ def test_packaged_calibration_is_complete_json():
 
 
 def test_an_old_manifest_without_the_block_uses_the_packaged_calibration():
-    assert Calibration.from_manifest({}) == Calibration.from_dict(json.loads(
+    assert Calibration.from_block({}) == Calibration.from_dict(json.loads(
         PACKAGED_CALIBRATION.read_text()))
 
 
@@ -91,7 +91,7 @@ def test_choose_threshold_keeps_wrong_abstentions_within_the_limit():
 
 def test_the_manifest_carries_the_calibration(seeds_index):
     m = load(seeds_index).manifest
-    assert m["answer"] == json.loads(PACKAGED_CALIBRATION.read_text())
+    assert m.answer == json.loads(PACKAGED_CALIBRATION.read_text())
 
 
 @pytest.mark.parametrize("retriever", ["dense", "bm25", "hybrid"])

@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_shared_data
 
 SQUAD = ROOT.parent / "shared" / "beir" / "squad-v1.1-dev"
 SQUAD_SAMPLE = 300
@@ -70,9 +70,8 @@ def test_seeds_quality(engine, questions, retriever):
 def squad_engine(tmp_path_factory, encoder):
     corpus = SQUAD / "corpus.jsonl"
     if not corpus.exists():
-        pytest.fail(f"{corpus} is missing: the SQuAD quality floors need ../shared/beir/"
-                    f"squad-v1.1-dev beside the repository (see /work/shared/beir/SOURCES.md); "
-                    f"put it there, do not skip this test")
+        require_shared_data(f"{corpus} is missing: the SQuAD quality floors need ../shared/beir/"
+                            f"squad-v1.1-dev beside the repository")
     from qa.engine import QA
     from qa.settings import Settings
     from qa.build import build
@@ -131,8 +130,8 @@ def squad2(tmp_path_factory, encoder):
     from qa.squad import SQUAD_V2_DEV, write_squad2
 
     if not SQUAD_V2_DEV.exists():
-        pytest.fail(f"{SQUAD_V2_DEV} is missing: the SQuAD 2.0 floors need ../shared/qa-train "
-                    f"beside the repository; put it there, do not skip this test")
+        require_shared_data(f"{SQUAD_V2_DEV} is missing: the SQuAD 2.0 floors need "
+                            f"../shared/qa-train beside the repository")
     data = tmp_path_factory.mktemp("squad2")
     write_squad2(data)
     build([data / "corpus.jsonl"], Settings(index_dir=data / "index"), encoder=encoder,
@@ -160,3 +159,14 @@ def test_squad2_held_out_abstention(squad2):
     assert got["unanswerable_abstain"] >= SQUAD2_FLOORS["unanswerable_abstain"], got
     assert got["wrong_abstain"] <= SQUAD2_FLOORS["wrong_abstain_max"], got
     assert got["snippet"] >= SQUAD2_FLOORS["snippet"], got
+
+
+def test_missing_shared_data_skips_on_a_clone_and_fails_in_ci(monkeypatch):
+    import conftest
+
+    monkeypatch.setattr(conftest, "REQUIRE_ALL", False)
+    with pytest.raises(pytest.skip.Exception, match="squad"):
+        conftest.require_shared_data("squad is missing")
+    monkeypatch.setattr(conftest, "REQUIRE_ALL", True)
+    with pytest.raises(pytest.fail.Exception, match="QA_REQUIRE_ALL=1"):
+        conftest.require_shared_data("squad is missing")

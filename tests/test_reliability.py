@@ -360,8 +360,8 @@ def test_second_concurrent_build_refuses_and_index_is_never_a_mix(index_copy, tm
     # The index is the first corpus, whole: checksums, counts and documents agree.
     index = load(index_copy)
     assert set(index.articles) == {f"s1-{n}" for n in range(15)}
-    assert index.manifest["sources"] == [str(first.resolve())]
-    assert len(index.passages) == index.manifest["passages"] == index.faiss_index.ntotal
+    assert index.manifest.sources == (str(first.resolve()),)
+    assert len(index.passages) == index.manifest.passages == index.faiss_index.ntotal
     assert {p.doc_id for p in index.passages} == set(index.articles)
     assert len(list((index_copy / "builds").iterdir())) == 1
     # Once the first is done, the second corpus builds normally.
@@ -400,7 +400,7 @@ def test_readers_never_see_a_mix_while_builds_replace_the_index(tmp_path, fake_e
             ids = set(index.articles)
             assert ids in expected
             assert {p.doc_id for p in index.passages} == ids
-            assert len(index.passages) == index.faiss_index.ntotal == index.manifest["passages"]
+            assert len(index.passages) == index.faiss_index.ntotal == index.manifest.passages
             loads += 1
     finally:
         stop.set()

@@ -82,7 +82,7 @@ def fake_index():
             "z": Article("z", "t", date="", source="")}
     passages = [passage(0, "x", 0, 1), passage(1, "y", 0, 1), passage(2, "x", 1, 2),
                 passage(3, "z", 0, 1)]
-    return SimpleNamespace(articles=arts, passages=passages, manifest={})
+    return SimpleNamespace(articles=arts, passages=passages, manifest=SimpleNamespace(index_type="Flat"))
 
 
 @pytest.mark.parametrize("filters,pids", [

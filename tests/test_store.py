@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from qa.settings import Settings, UserError
 from qa.build import build
-from qa.store import FORMAT_VERSION, IndexLoadError, fingerprint, load
+from qa.store import FORMAT_VERSION, IndexLoadError, Manifest, fingerprint, load
 
 from conftest import ROOT, SEEDS
 
@@ -57,18 +58,18 @@ def seeds_copy(seeds_index, tmp_path):
 def test_manifest_records_what_the_issue_asks(seeds_index, encoder):
     index = load(seeds_index)
     m = index.manifest
-    assert m["format_version"] == FORMAT_VERSION
-    assert m["model"] == "all-MiniLM-L6-v2"
-    assert m["dimension"] == encoder.dim == 384
-    assert m["metric"] == "inner_product" and m["normalized"] is True
-    assert m["index_type"] == "Flat"
-    assert m["documents"] == len(index.articles) == 5
-    assert m["passages"] == len(index.passages) == index.faiss_index.ntotal
-    assert m["chunking"] == {"max_tokens": 128, "overlap": 1, "title_context": True,
-                             "max_seq_length": 256}
-    assert m["sources"] == [str(SEEDS.resolve())]
-    assert m["source_fingerprint"] == fingerprint([SEEDS])
-    assert m["package_version"] and m["built_at"][:4].isdigit()
+    assert m.format_version == FORMAT_VERSION
+    assert m.model == "all-MiniLM-L6-v2"
+    assert m.dimension == encoder.dim == 384
+    assert m.metric == "inner_product" and m.normalized is True
+    assert m.index_type == "Flat"
+    assert m.documents == len(index.articles) == 5
+    assert m.passages == len(index.passages) == index.faiss_index.ntotal
+    assert m.chunking == {"max_tokens": 128, "overlap": 1, "title_context": True,
+                          "max_seq_length": 256}
+    assert m.sources == (str(SEEDS.resolve()),)
+    assert m.source_fingerprint == fingerprint([SEEDS])
+    assert m.package_version and m.built_at[:4].isdigit()
     assert index.stale is False
 
 
@@ -329,3 +330,25 @@ def test_a_missing_dependency_while_loading_is_not_called_corruption(tiny, monke
     monkeypatch.setattr(faiss, "read_index", missing)
     with pytest.raises(ModuleNotFoundError):
         load(tiny[1])
+
+
+@pytest.mark.parametrize("changes,named", [
+    ({"dimension": "384"}, "'dimension' is str, not int"),
+    ({"sources": "seeds"}, "'sources' is str, not list"),
+    ({"normalized": 1}, "'normalized' is int, not bool"),
+    ({"chunking": {"title_context": "yes"}}, "title_context"),
+    ({"files": {"index.faiss": 7}}, "'files' must map"),
+])
+def test_a_manifest_field_of_the_wrong_type_is_named(tiny, changes, named):
+    _edit_manifest(tiny[1], **changes)
+    with pytest.raises(IndexLoadError, match=re.escape(named) + ".*qa build --index"):
+        load(tiny[1])
+
+
+def test_the_manifest_is_a_frozen_record(tiny):
+    import dataclasses
+
+    m = load(tiny[1]).manifest
+    assert isinstance(m, Manifest) and m.title_context is True and m.sources
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.model = "other"

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import REQUIRE_ALL
 from webserver import ROOT, app_server, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -37,6 +38,9 @@ Local schools will bring pupils to the library every week. <iframe src="javascri
 MARKERS = "() => [window.__xss_title, window.__xss_script, window.__xss_img, window.__xss_frame]"
 
 if not CHROMIUM.exists():  # pragma: no cover - CI installs Debian's chromium
+    if REQUIRE_ALL:
+        raise RuntimeError("QA_REQUIRE_ALL=1 but /usr/bin/chromium is missing: "
+                           "apt-get install chromium chromium-driver")
     pytest.skip("needs Debian's chromium at /usr/bin/chromium", allow_module_level=True)
 
 

@@ -246,10 +246,10 @@ def beir_index(corpus: Path, settings, index_dir: Path | None = None, progress: 
     except IndexLoadError:
         index = None
     if index is not None:
-        if index.manifest.get("source_fingerprint") == fp and index.model == settings.model:
+        if index.manifest.source_fingerprint == fp and index.model == settings.model:
             return index, False
         if explicit:
-            raise UserError(f"{index_dir}/ holds an index of {index.manifest.get('sources')} "
+            raise UserError(f"{index_dir}/ holds an index of {list(index.manifest.sources)} "
                             f"({index.model}), not of {corpus}; pass an empty folder as --index, "
                             f"or leave --index out to use the cache in {cache_dir()}/beir")
     build([corpus], settings.with_(index_dir=index_dir), progress=progress)

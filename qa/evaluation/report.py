@@ -125,8 +125,8 @@ def write_report(folder: Path, dataset: Dataset, index, scores: Sequence[Scores]
     lines = [f"# qa eval: {dataset.name}", "",
              f"- questions: {len(dataset.questions)} "
              f"({sum(q.answerable for q in dataset.questions)} answerable)",
-             f"- index: {index.path} ({m.get('documents')} documents, {m.get('passages')} passages, "
-             f"{m.get('index_type')}, {m.get('model')})",
+             f"- index: {index.path} ({m.documents} documents, {m.passages} passages, "
+             f"{m.index_type}, {m.model})",
              f"- k: {k} (Hit@10, MRR@10 and nDCG@10 always look at 10)",
              f"- run at {time.strftime('%Y-%m-%d %H:%M:%S')}"]
     lines += [f"- {n}" for n in notes]

@@ -233,8 +233,8 @@ def create_app(engine, config: WebConfig | None = None):
     def health(user=Depends(require_user)):
         m = engine.index.manifest
         return {"status": "ok", "documents": len(engine.index.articles),
-                "passages": len(engine.index.passages), "model": m.get("model"),
-                "built_at": m.get("built_at"), "stale": bool(engine.index.stale)}
+                "passages": len(engine.index.passages), "model": m.model,
+                "built_at": m.built_at or None, "stale": bool(engine.index.stale)}
 
     # Every other method gets a JSON 405, not the page's 404 (CORS preflights never reach here).
     other = ["PUT", "PATCH", "DELETE", "TRACE", "OPTIONS"]

@@ -91,9 +91,9 @@ def build_demo(engine, config: WebConfig | None = None):
     with gr.Blocks(title="Ask the articles") as demo:
         gr.Markdown("## Ask the articles\nAnswers are quoted from the articles, with their sources. "
                     "Follow-up questions such as *And Dongguan?* use the previous question.")
-        gr.Markdown(f"Index: {m.get('documents', len(index.articles))} articles, "
-                    f"{m.get('passages', len(index.passages))} passages, built "
-                    f"{html.escape(str(m.get('built_at', '?')))}.", elem_id="index-info")
+        gr.Markdown(f"Index: {m.documents or len(index.articles)} articles, "
+                    f"{m.passages} passages, built "
+                    f"{html.escape(m.built_at or '?')}.", elem_id="index-info")
         asked = gr.State([])
         last = gr.State(None)
         with gr.Row():

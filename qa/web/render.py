@@ -162,7 +162,7 @@ def passage_segments(out: dict, sentences: list[tuple[int, int] | None]) -> list
         else:
             segs.append((text, None))
         segs.append(("\n\n", None))
-    return [(t, l) for t, l in segs if t]
+    return [(text, label) for text, label in segs if text]
 
 
 def article_segments(article, out: dict, rank: int) -> list[tuple[str, Optional[str]]]:
@@ -186,7 +186,7 @@ def article_segments(article, out: dict, rank: int) -> list[tuple[str, Optional[
         segs += [(text[pos:s], None), (text[s:t], label)]
         pos = t
     segs.append((text[pos:], None))
-    return [(t, l) for t, l in segs if t]
+    return [(text, label) for text, label in segs if text]
 
 
 def example_questions(articles: dict, limit: int = 6) -> list[str]:
