@@ -208,7 +208,10 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
     from .engine import QA, open_or_build
     from .store import make_faiss_index
 
-    log = lambda msg: print(f"[bench {size}] {msg}", file=sys.stderr, flush=True)
+    def log(msg):
+
+        print(f"[bench {size}] {msg}", file=sys.stderr, flush=True)
+
     folder = Path(tempfile.mkdtemp(prefix=f"qa-bench-{size}-", dir=workdir))
     try:
         if size == "seeds":

@@ -309,7 +309,9 @@ def run(args) -> int:
                      if not (args.exclude_id and re.search(args.exclude_id, q.id))],
                     values[2] if len(values) == 3 else None, args.limit // 4)
         sets.append((engine(values[0]), [Question(q.id, q.question) for q in qs]))
-    log = lambda m: print(m, file=sys.stderr)
+    def log(m):
+        print(m, file=sys.stderr)
+
     if args.reader:
         from .reader import CALIBRATION, Reader
 

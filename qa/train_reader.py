@@ -352,7 +352,9 @@ def run(args) -> int:
     if args.pairs < 1 or args.layers < 1 or args.layers > 6:
         raise UserError("--pairs must be positive and --layers from 1 to 6")
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions)
-    log = lambda m: print(m, file=sys.stderr, flush=True)
+    def log(m):
+        print(m, file=sys.stderr, flush=True)
+
     if args.export_only:
         export_checkpoint(args.out, ts, log=log)
     else:
