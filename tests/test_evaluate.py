@@ -14,6 +14,7 @@ from qa.evaluate import EXIT_THRESHOLD
 from qa.evaluation.data import Outcome, Question, load_beir, load_questions, select
 from qa.evaluation.metrics import Scores, answer_metrics, passage_qrels, percentile, ranking_metrics
 from qa.evaluation.report import check_thresholds
+from qa.settings import UserError
 from qa.types import Answer, Article, Passage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,3 +239,32 @@ def test_eval_beir_fixture_builds_caches_and_scores(tmp_path, capsys, seeds_inde
 ])
 def test_percentile_is_nearest_rank(values, q, expected):
     assert percentile(values, q) == expected
+
+
+def test_given_is_read_and_checked(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps({"id": "a", "question": "Who?", "doc": None, "answers": [],
+                                "given": "3_1"}) + "\n")
+    assert load_questions(path)[0].given == "3_1" and not load_questions(path)[0].answerable
+    path.write_text(json.dumps({"id": "a", "question": "Who?", "doc": None, "answers": [],
+                                "given": 7}) + "\n")
+    with pytest.raises(UserError, match="given must be a doc id"):
+        load_questions(path)
+
+
+@pytest.mark.slow
+def test_given_doc_asks_each_question_of_its_own_article(seeds_index, tmp_path, capsys):
+    """With --given-doc a question is asked of the article it names alone: asked of another
+    article than the one that answers it, every passage comes from the given one."""
+    questions = tmp_path / "given.jsonl"
+    questions.write_text(json.dumps({
+        "id": "g1", "question": "When was Dongguan's application approved?", "doc": None,
+        "answers": [], "given": "000_8c8a69ca8b028a93"}) + "\n")
+    run = tmp_path / "run.jsonl"
+    assert main(["eval", str(questions), "--index", str(seeds_index), "--given-doc", "--quiet",
+                 "--run-out", str(run)]) == 0
+    line = json.loads(run.read_text())
+    assert {p["doc_id"] for p in line["passages"]} == {"000_8c8a69ca8b028a93"}
+    assert main(["eval", str(questions), "--index", str(seeds_index), "--quiet",
+                 "--run-out", str(run)]) == 0
+    assert "003_fa579be8430ff762" in {p["doc_id"] for p in json.loads(run.read_text())["passages"]}
