@@ -8,8 +8,10 @@ a UserError, never another exception, and the answer always cites real offsets.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -181,14 +183,30 @@ def check_result(engine, result) -> None:
     assert out["abstained"] == (out["answer"] is None)
 
 
+dates = st.dates().map(str)
+
+
+def _is_day(value) -> bool:
+    """An independent reading of a valid date filter: empty, or an ISO day (a time may follow)."""
+    if value is None or not value.strip():
+        return True
+    text = value.strip()
+    try:
+        datetime.date.fromisoformat(text[:10])
+    except ValueError:
+        return False
+    return re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ].*)?", text) is not None
+
+
 @settings(max_examples=120, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(question=st.one_of(any_text, control, st.builds(lambda a, b: a + b, control, any_text)),
        k=ks, retriever=st.one_of(st.none(), st.sampled_from(RETRIEVERS), st.text(max_size=8)),
        history=st.one_of(st.none(), st.lists(any_text, max_size=3)),
-       filters=st.one_of(st.none(), st.builds(Filters, st.one_of(st.none(), any_text),
-                                              st.one_of(st.none(), any_text),
-                                              st.one_of(st.none(), any_text),
+       # Filters' fields as given (source, since, until, doc): the core checks the dates
+       filters=st.one_of(st.none(), st.tuples(st.one_of(st.none(), any_text),
+                                              st.one_of(st.none(), any_text, dates),
+                                              st.one_of(st.none(), any_text, dates),
                                               st.one_of(st.none(), any_text))))
 @example(question="When was Dongguan's application approved?", k=0, retriever=None, history=None,
          filters=None)
@@ -198,11 +216,14 @@ def check_result(engine, result) -> None:
 @example(question="And Dongguan?", k=3, retriever="bm25", history=["\x00", "How many?"], filters=None)
 def test_any_question_gets_an_answer_or_a_user_error(engine, question, k, retriever, history, filters):
     try:
-        result = engine.ask(question, k=k, retriever=retriever, filters=filters, history=history)
+        chosen = None if filters is None else Filters(*filters)
+        result = engine.ask(question, k=k, retriever=retriever, filters=chosen, history=history)
     except UserError as e:
         assert str(e)  # a message that says what to do
         valid_k = k is None or (type(k) is int and 1 <= k <= MAX_K)
-        assert not valid_k or not question.strip() or retriever not in (None, *RETRIEVERS) or \
+        bad_date = filters is not None and not all(_is_day(v) for v in filters[1:3])
+        assert bad_date or not valid_k or not question.strip() or \
+            retriever not in (None, *RETRIEVERS) or \
             not "".join(ch for ch in question if ch.isprintable()).strip(), str(e)
         return
     assert k is None or (type(k) is int and 1 <= k <= MAX_K)
