@@ -307,8 +307,8 @@ class Picker:
             (None when there are no sentences), its confidence in [0, 1], and the best sentence
             of each passage read.
         """
-        cands = self.candidates(question, qvec, hits)
-        if not cands:
+        cands = self.candidates(question, qvec, hits) if stems(question) else []
+        if not cands:  # no sentences, or a question without one content word ("the of and")
             return Picked(tuple(hits), None, 0.0)
         scored = sorted(((self.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
         by_features = scored

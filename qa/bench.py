@@ -243,7 +243,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         faiss_bytes = (summary.path / "index.faiss").stat().st_size
 
         reader = qa.picker.reader
-        plain = QA(index, encoder, settings)  # the feature picker alone (--reader none)
+        plain = QA(index, encoder, settings, reader=None)  # the feature picker alone (--reader none)
         questions = bench_questions(beir)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []

@@ -42,12 +42,19 @@ if TYPE_CHECKING:
     from .build import BuildSummary
 
 MAX_K = 1000
+SETTINGS_READER = object()  # QA's default: the reader that settings.reader names
 
 
 class QA:
     """A loaded index and model, ready for questions."""
 
-    def __init__(self, index: Index, encoder, settings: Settings, reader=None):
+    def __init__(self, index: Index, encoder, settings: Settings, reader=SETTINGS_READER):
+        """`reader`: a loaded qa.reader.Reader, None for the feature picker alone, or (the
+        default) the one `settings.reader` names."""
+        if reader is SETTINGS_READER:
+            from .reader import open_reader
+
+            reader = open_reader(settings.reader)
         self.index = index
         self.encoder = encoder
         self.settings = settings
@@ -68,13 +75,12 @@ class QA:
             encoder: an already loaded encoder; used when it is the index's model.
         """
         from .embed import load_encoder
-        from .reader import open_reader
 
         settings = settings or default_settings()
         index = load(settings.index_dir, settings.model if check_model else None)
         if encoder is None or getattr(encoder, "name", None) != index.model:
             encoder = load_encoder(index.model)
-        return cls(index, encoder, settings, open_reader(settings.reader))
+        return cls(index, encoder, settings)
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
             filters: Filters | None = None, history: list[str] | None = None) -> Result:
