@@ -54,12 +54,15 @@ def test_bench_runs_at_a_tiny_size_and_on_the_seeds(tmp_path, capsys, engine):
     assert list(by_size) == ["seeds", 150]
     for retrievers in by_size.values():
         assert retrievers == {("bm25", "-"), ("dense", "Flat"), ("dense", "HNSW"),
-                              ("hybrid+answer", "Flat"), ("hybrid+answer", "HNSW")}
+                              ("hybrid+answer", "Flat"), ("hybrid+answer", "HNSW"),
+                              ("hybrid+reader", "Flat"), ("hybrid+reader", "HNSW")}
     seeds = [r for r in rows if r["size"] == "seeds"]
     assert {r["passages"] for r in seeds} == {len(engine.index.passages)}
     assert {r["documents"] for r in seeds} == {5}
     for r in rows:
         assert r["chosen_index"] == "Flat"
+        assert set(r["split_p50_ms"]) == {"bare_forward", "encode", "search", "pick"}
+        assert all(v > 0 for v in r["split_p50_ms"].values())
         assert r["size"] == "seeds" or r["passages"] >= 150
         assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
         assert r["build_passages_per_s"] > 0 and r["encode_passages_per_s"] > 0

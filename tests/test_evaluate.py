@@ -180,7 +180,7 @@ def test_eval_on_the_seed_questions_end_to_end(seeds_index, tmp_path, capsys):
     assert rc == 0, out
     assert "article level" in out and "passage level" in out and "answers" in out
     lines = [json.loads(line) for line in run_out.read_text().splitlines()]
-    assert len(lines) == 72 * 3
+    assert len(lines) == 110 * 3
     for line in lines:
         assert {"id", "question", "abstained", "answer", "passages"} <= set(line)
         assert isinstance(line["abstained"], bool)
