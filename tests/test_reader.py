@@ -16,7 +16,7 @@ from qa.reader import (CALIBRATION, CONFIG, PACKAGED_READER, WEIGHTS, Reader, Re
 from qa.settings import UserError
 
 from conftest import ROOT
-from qa.train_reader import TrainSettings, article_pairs, train
+from qa.train_reader import TrainSettings, article_pairs, swapped_question, train
 
 ARTICLE = {
     "title": "Super_Bowl_50",
@@ -48,6 +48,33 @@ def test_article_pairs_label_the_answer_sentence_and_near_misses():
     assert not [p for p in pairs if "anthem" in p.question]
     v2 = article_pairs(ARTICLE, random.Random(0), unanswerable_only=True)
     assert v2 and all(p.label == 0 and "anthem" in p.question for p in v2)
+
+
+def test_a_swapped_name_or_number_makes_a_near_miss_the_sentence_no_longer_answers():
+    rng = random.Random(0)
+    sentence = "Foshan had 5,718 high-tech enterprises in 2020, up from 1,323 in 2015."
+    names, numbers = {"Foshan", "Dongguan", "Guangzhou"}, {"2020", "2018", "1,323", "7,387"}
+    for _ in range(20):
+        q = swapped_question("How many high-tech enterprises did Foshan have in 2020?", sentence,
+                             names, numbers, rng)
+        assert q is not None and q != "How many high-tech enterprises did Foshan have in 2020?"
+        # One name or number swapped for one the sentence does not hold; a year for a year.
+        assert q in {"How many high-tech enterprises did Dongguan have in 2020?",
+                     "How many high-tech enterprises did Guangzhou have in 2020?",
+                     "How many high-tech enterprises did Foshan have in 2018?"}
+    # Nothing of the question's names or numbers in the sentence: nothing to swap.
+    assert swapped_question("Who won in 1999?", sentence, names, numbers, rng) is None
+    # The question's first word is not a name.
+    assert swapped_question("What happened?", "What happened here.", {"Here"}, set(), rng) is None
+
+
+def test_article_pairs_with_perturb_add_swapped_negatives_of_the_answer_sentence():
+    pairs = article_pairs(ARTICLE, random.Random(0), perturb=1.0)
+    plain = article_pairs(ARTICLE, random.Random(0))
+    swapped = [p for p in pairs if p.label == 0 and p.question not in {q.question for q in plain}]
+    assert swapped, "no swapped negative"
+    gold = {p.sentence for p in plain if p.label == 1}
+    assert all(p.sentence in gold for p in swapped)
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +109,26 @@ def test_training_resumes_from_its_checkpoint(tiny_reader, tmp_path):
           log=messages.append)
     assert any("resumed at step 3" in m for m in messages)
     assert json.loads((out / CONFIG).read_text())["trained"]["steps"] == 4
+
+
+def test_training_can_go_on_from_a_trained_reader(tiny_reader, tmp_path):
+    messages = []
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    out = train(tmp_path / "next", TrainSettings(layers=1, batch_size=4, pairs=8, max_length=48,
+                                                 init=str(tiny_reader)),
+                pairs=pairs, log=messages.append)
+    assert any(f"starting from {tiny_reader}" in m for m in messages)
+    trained = json.loads((out / CONFIG).read_text())["trained"]
+    assert trained["steps"] == 2 and trained["from"]["steps"] == 3
+
+
+def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
+    from qa.cli import main
+
+    assert main(["train-reader", "--init", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "holds no reader.safetensors" in capsys.readouterr().err
+    assert main(["train-reader", "--perturb", "1.5", "--out", str(tmp_path / "o")]) == 2
+    assert "--perturb must be from 0 to 1" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
