@@ -214,8 +214,9 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
     for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
         qa.picker.reader = memo
         for q, cands, hits, qvec in gs:
-            if cands:
-                rows.append((qa.picker.pick(q.question, qvec, hits).features, q.answerable))
+            picked = qa.picker.pick(q.question, qvec, hits) if cands else None
+            if picked is not None and picked.answer is not None:  # None: nothing was read
+                rows.append((picked.features, q.answerable))
                 set_of.append(n)
         qa.picker.reader = None
     confidence, threshold = fit_confidence(rows, set_of, READER_FEATURES, max_wrong, log)

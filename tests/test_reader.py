@@ -251,7 +251,12 @@ def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp
 
     folder = tmp_path / "reader"
     shutil.copytree(tiny_reader, folder)
-    code = main(["calibrate", "--on", str(seeds_index), str(ROOT / "tests" / "questions.jsonl"),
+    questions = tmp_path / "questions.jsonl"  # the seeds' and one with no content word
+    questions.write_text((ROOT / "tests" / "questions.jsonl").read_text()
+                         + json.dumps({"id": "none", "question": "What was it?", "doc": None,
+                                       "answers": []})
+                         + "\n")
+    code = main(["calibrate", "--on", str(seeds_index), str(questions),
                  "--reader", str(folder), "--candidates", "3", "--exclude-id", "^nm"])
     assert code == 0, capsys.readouterr().err
     cal = json.loads((folder / CALIBRATION).read_text())
