@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qa import reader as reader_module
 from qa.reader import (CALIBRATION, CONFIG, PACKAGED_READER, WEIGHTS, Reader, ReaderCalibration,
                        file_sha256, open_reader)
 from qa.settings import UserError
@@ -166,6 +168,82 @@ def test_the_packaged_reader_is_small_and_matches_its_record():
     assert config["trained"]["steps"] > 0
     cal = json.loads((PACKAGED_READER / CALIBRATION).read_text())
     assert cal["sha256"] == config["sha256"]
+
+
+# Real pair lists the engine handed the reader: 12 seeds questions over the seeds index, 12 SQuAD
+# 1.1 dev questions over its 2,067 paragraphs (scripts/reader_speed.py records them).
+REAL_PAIRS = [json.loads(line) for line in
+              (ROOT / "tests" / "fixtures" / "reader_pairs.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def packaged_torch_fp32() -> Reader:
+    return Reader(backend="torch", quantize=False)
+
+
+@pytest.mark.parametrize("quantize, tolerance", [(False, 1e-3), (True, 1.0)])
+def test_the_onnx_reader_scores_real_pairs_as_torch_does(packaged_torch_fp32, quantize, tolerance,
+                                                         tmp_path):
+    onnx = Reader(backend="onnx", quantize=quantize, cache_dir=tmp_path)
+    assert onnx.onnx_path.name.endswith("-int8.onnx" if quantize else "-fp32.onnx")
+    assert onnx.backend == "onnx" and onnx.model is None
+    same_best = 0
+    for x in REAL_PAIRS:
+        pairs = [tuple(p) for p in x["pairs"]]
+        want = packaged_torch_fp32.score(x["question"], pairs)
+        got = onnx.score(x["question"], pairs)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() < tolerance, x["question"]
+        same_best += int(got.argmax() == want.argmax())
+    # int8 may swap near-tied sentences (about 4% of lists in scripts/reader_speed.py); float32
+    # never does.
+    assert same_best >= len(REAL_PAIRS) - (2 if quantize else 0)
+    assert onnx.score("Which team won?", []).shape == (0,)
+
+
+def test_the_onnx_export_is_cached_by_the_weights_sha256_and_reused(tiny_reader, tmp_path,
+                                                                    monkeypatch):
+    first = Reader(tiny_reader, cache_dir=tmp_path)  # the default: ONNX Runtime, float32
+    assert first.backend == "onnx"
+    path = first.onnx_path
+    assert path is not None and path.parent == tmp_path
+    assert path.name.startswith(f"reader-{file_sha256(tiny_reader / WEIGHTS)[:12]}-")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    before = path.stat().st_mtime_ns
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(reader_module, "export_onnx", no_export)
+    again = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    assert again.backend == "onnx" and again.onnx_path == path
+    assert path.stat().st_mtime_ns == before
+    pairs = [tuple(p) for p in REAL_PAIRS[0]["pairs"]]
+    assert np.array_equal(first.score(REAL_PAIRS[0]["question"], pairs),
+                          again.score(REAL_PAIRS[0]["question"], pairs))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_corrupt_cached_export_is_rebuilt(tiny_reader, tmp_path, damage):
+    good = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    path, data = good.onnx_path, good.onnx_path.read_bytes()
+    path.write_bytes({"garbage": b"not an onnx model" * 100, "truncated": data[:len(data) // 2],
+                      "empty": b""}[damage])
+    rebuilt = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    assert rebuilt.backend == "onnx" and rebuilt.onnx_path == path
+    assert path.stat().st_size > len(data) // 2
+    pairs = [tuple(p) for p in REAL_PAIRS[0]["pairs"]]
+    np.testing.assert_allclose(rebuilt.score(REAL_PAIRS[0]["question"], pairs),
+                               good.score(REAL_PAIRS[0]["question"], pairs), atol=1e-5)
+
+
+def test_without_onnxruntime_the_reader_reads_with_torch(tiny_reader, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    reader = Reader(tiny_reader, cache_dir=tmp_path)
+    assert reader.backend == "torch" and reader.onnx is None and not list(tmp_path.iterdir())
+    assert reader.score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+    with pytest.raises(UserError, match="pip install onnxruntime"):
+        Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
 
 
 class FakeReader:
