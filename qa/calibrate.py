@@ -45,17 +45,40 @@ def gather(qa, questions: list[Question], retriever: str, qvecs: np.ndarray | No
     return out
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], weight=None,
-                 C: float = 1.0) -> dict:
-    """{"bias", "weights": {name: coef}} of an L2 logistic regression."""
-    from sklearn.linear_model import LogisticRegression
+def fit_logistic(X: np.ndarray, y: np.ndarray, names: tuple[str, ...],
+                 weight: np.ndarray | None = None, C: float = 1.0) -> dict:
+    """{"bias", "weights": {name: coef}} of an L2 logistic regression, the intercept unpenalised.
+
+    The same problem and stopping rule as scikit-learn's LogisticRegression(C=C, max_iter=2000)
+    with its default lbfgs solver: the weighted mean log loss plus ||w||^2 / (2 C sum(weight)),
+    minimised from zeros by L-BFGS-B with gtol 1e-4, so refitting reproduces the shipped
+    coefficients.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
 
     if len(set(y.tolist())) < 2:
         raise UserError("calibration needs both positive and negative examples; add answerable "
                         "and unanswerable questions")
-    m = LogisticRegression(C=C, max_iter=2000).fit(X, y, sample_weight=weight)
-    return {"bias": round(float(m.intercept_[0]), 5),
-            "weights": {n: round(float(c), 5) for n, c in zip(names, m.coef_[0])}}
+    n, d = X.shape
+    sw = np.ones(n) if weight is None else np.asarray(weight, dtype=float)
+    l2 = 1.0 / (C * float(sw.sum()))
+    sw = sw / sw.sum()
+    target = y.astype(float)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        coef, bias = theta[:-1], theta[-1]
+        z = X @ coef + bias
+        value = -np.sum(sw * (target * log_expit(z) + (1 - target) * log_expit(-z)))
+        residual = sw * (expit(z) - target)
+        return (float(value + 0.5 * l2 * coef @ coef),
+                np.append(X.T @ residual + l2 * coef, residual.sum()))
+
+    theta = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                     options={"maxiter": 2000, "maxls": 50, "gtol": 1e-4,
+                              "ftol": 64 * np.finfo(float).eps}).x
+    return {"bias": round(float(theta[-1]), 5),
+            "weights": {k: round(float(c), 5) for k, c in zip(names, theta[:-1])}}
 
 
 def sentence_data(gathered) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,7 +9,8 @@ import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
                        entity_span, question_type)
-from qa.calibrate import choose_threshold, fit_listwise
+from qa.calibrate import choose_threshold, fit_listwise, fit_logistic
+from qa.settings import UserError
 from qa.store import load
 
 
@@ -77,6 +78,25 @@ def test_fit_listwise_learns_which_feature_marks_the_answer():
         g += [q] * 5
     w = fit_listwise(np.array(X), np.array(y), np.array(g), ("signal", "noise"))["weights"]
     assert w["signal"] > 5 * abs(w["noise"])
+
+
+@pytest.mark.parametrize("weighted,bias,coef", [
+    # scikit-learn 1.9.1's LogisticRegression(C=1.0, max_iter=2000) on the same data
+    (False, 0.41432, [1.96907, -1.06836, 0.32644]),
+    (True, -0.65929, [2.03467, -1.10524, 0.35135]),
+])
+def test_fit_logistic_matches_scikit_learn(weighted, bias, coef):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    y = (rng.random(300) < 1 / (1 + np.exp(-(2 * X[:, 0] - X[:, 1] + 0.5)))).astype(int)
+    got = fit_logistic(X, y, ("a", "b", "c"), np.where(y == 1, 1.0, 3.0) if weighted else None)
+    assert got["bias"] == pytest.approx(bias, abs=1e-4)
+    assert list(got["weights"].values()) == pytest.approx(coef, abs=1e-4)
+
+
+def test_fit_logistic_needs_both_classes():
+    with pytest.raises(UserError, match="both positive and negative"):
+        fit_logistic(np.zeros((4, 2)), np.ones(4, dtype=int), ("a", "b"))
 
 
 def test_choose_threshold_keeps_wrong_abstentions_within_the_limit():
