@@ -31,10 +31,9 @@ from pathlib import Path
 
 from .evaluation.metrics import percentile
 from .evaluation.report import markdown_table
-from .settings import ROOT, SEEDS, Settings, UserError
+from .settings import QUESTIONS, SEEDS, Settings, UserError
 
 DEFAULT_SIZES = "seeds,1000,10000,100000"
-QUESTIONS = ROOT / "tests" / "questions.jsonl"
 WARMUP = 5
 K = 5
 CHARS_PER_PASSAGE = 600  # a guess used to take enough BEIR documents for a size
@@ -99,16 +98,23 @@ def beir_corpus(folder: Path, n: int) -> list[dict]:
     return rows
 
 
-def bench_questions(beir: Path | None, limit: int = 500) -> list[str]:
-    """The questions timed: tests/questions.jsonl, or the BEIR queries."""
+def bench_questions(beir: Path | None, limit: int = 500,
+                    questions: Path = QUESTIONS) -> list[str]:
+    """The questions timed: the BEIR queries, or a question file (default: the packaged seeds'
+    questions, the same as tests/questions.jsonl).
+
+    Raises:
+        UserError: a missing or malformed file.
+    """
+    from .evaluation.data import load_questions
+
     if beir:
         path = Path(beir) / "queries.jsonl"
         if not path.is_file():
             raise UserError(f"{path} does not exist; --beir needs a folder in the BEIR layout")
         rows = [json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip()]
     else:
-        rows = [json.loads(line)["question"] for line in QUESTIONS.open(encoding="utf-8")
-                if line.strip()]
+        rows = [q.question for q in load_questions(questions)]
     return rows[:limit]
 
 
@@ -201,7 +207,7 @@ def disk_bytes(folder: Path) -> int:
 
 
 def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | None,
-            workdir: str) -> list[dict]:
+            workdir: str, questions: Path = QUESTIONS) -> list[dict]:
     """Every figure of one corpus size (or "seeds"); runs in its own process. One dict per
     retriever row."""
     from .embed import load_encoder
@@ -244,7 +250,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
 
         reader = qa.picker.reader
         plain = QA(index, encoder, settings, reader=None)  # the feature picker alone (--reader none)
-        questions = bench_questions(beir)
+        asked = bench_questions(beir, questions=questions)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []
         chosen = index.manifest.index_type
@@ -253,22 +259,22 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         other_index = make_faiss_index(index.vectors, other)
         other_build_s = time.perf_counter() - started
         chosen_index = index.faiss_index
-        bm25 = timed(lambda q: qa.retriever.search(q, k=K, method="bm25"), questions, rounds)
+        bm25 = timed(lambda q: qa.retriever.search(q, k=K, method="bm25"), asked, rounds)
         for kind, faiss_index in ((chosen, chosen_index), (other, other_index)):
             index.faiss_index = faiss_index
-            dense = timed(lambda q: qa.retriever.search(q, k=K, method="dense"), questions, rounds)
-            hybrid = timed(lambda q: plain.ask(q, k=K, retriever="hybrid"), questions, rounds)
+            dense = timed(lambda q: qa.retriever.search(q, k=K, method="dense"), asked, rounds)
+            hybrid = timed(lambda q: plain.ask(q, k=K, retriever="hybrid"), asked, rounds)
             results.append({"retriever": "dense", "index_type": kind, **percentiles(dense)})
             results.append({"retriever": "hybrid+answer", "index_type": kind, **percentiles(hybrid)})
             if reader is not None:
-                read = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), questions, rounds)
+                read = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), asked, rounds)
                 results.append({"retriever": "hybrid+reader", "index_type": kind,
                                 **percentiles(read)})
         index.faiss_index = chosen_index
         results.insert(0, {"retriever": "bm25", "index_type": "-", **percentiles(bm25)})
-        qvecs = encoder.encode(questions)
+        qvecs = encoder.encode(asked)
         ann = ann_figures(index.vectors, qvecs, rounds)
-        split = latency_split(qa, questions, rounds)
+        split = latency_split(qa, asked, rounds)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         common = {
             "size": size, "corpus": (str(beir) if beir else "seeds (synthetic)"
@@ -280,7 +286,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
             "build_vs_encode": round(build_rate / bare_rate, 3),
             f"{other.lower()}_build_s": round(other_build_s, 2),
             "peak_rss_mb": round(peak, 1), "index_mb": round(on_disk / 2 ** 20, 2),
-            "faiss_mb": round(faiss_bytes / 2 ** 20, 2), "questions": len(questions),
+            "faiss_mb": round(faiss_bytes / 2 ** 20, 2), "questions": len(asked),
             "rounds": rounds, "k": K, "load_average": round(os.getloadavg()[0], 2),
             "faiss_search": ann, "split_p50_ms": split,
         }
@@ -390,6 +396,10 @@ def add_arguments(p) -> None:
                         f"(default {DEFAULT_SIZES})")
     p.add_argument("--beir", type=Path, metavar="DIR",
                    help="take the corpus and queries from a BEIR folder (default: made from the seeds)")
+    p.add_argument("--question-file", type=Path, default=QUESTIONS, metavar="FILE",
+                   help="questions timed on the seeds and the corpora made from them, one JSON object "
+                        "a line as for `qa eval` (default: the packaged seeds' questions; --beir "
+                        "corpora are timed with their own queries)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON array, one object per size and retriever")
     p.add_argument("--rounds", type=int, default=200,
@@ -432,6 +442,7 @@ def run(args) -> int:
     if args.beir and not (args.beir / "corpus.jsonl").is_file():
         raise UserError(f"{args.beir}/corpus.jsonl does not exist; --beir needs a folder in the "
                         f"BEIR layout (corpus.jsonl, queries.jsonl)")
+    bench_questions(None, questions=args.question_file)  # a bad file fails before any build
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="qa-bench-")
     rows: list[dict] = []
@@ -440,7 +451,7 @@ def run(args) -> int:
             # A fresh process per size: its peak RSS is this size's alone.
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 rows += pool.submit(measure, size, args.beir, args.rounds, args.bare_sample,
-                                    workdir).result()
+                                    workdir, args.question_file).result()
             (args.out / "bench.json").write_text(json.dumps(rows, indent=2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
