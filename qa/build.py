@@ -9,7 +9,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from . import __version__
 from .chunk import chunk
@@ -18,6 +18,9 @@ from .settings import Settings, UserError
 from .store import (FORMAT_VERSION, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FROM, HNSW_M,
                     embed_text, fingerprint, lock, writable, write_build)
 from .types import Article, Passage
+
+if TYPE_CHECKING:
+    from .embed import Encoder
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -35,7 +38,7 @@ class BuildSummary:
     index_type: str
 
 
-def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
+def build(sources: Iterable[Path | str], settings: Settings, *, encoder: Encoder | None = None,
           progress: bool = True) -> BuildSummary:
     """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
 
@@ -82,7 +85,7 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
                         time.perf_counter() - started, target, index_type)
 
 
-def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Passage]:
+def _chunk_all(articles: list[Article], encoder: Encoder, settings: Settings) -> list[Passage]:
     passages: list[Passage] = []
     for article in articles:
         title_cost = (encoder.count_tokens([article.title + ". "])[0]

@@ -40,6 +40,7 @@ from .types import Answer, Hit, Result
 
 if TYPE_CHECKING:
     from .build import BuildSummary
+    from .embed import Encoder
 
 MAX_K = 1000
 SETTINGS_READER = object()  # QA's default: the reader that settings.reader names
@@ -48,7 +49,7 @@ SETTINGS_READER = object()  # QA's default: the reader that settings.reader name
 class QA:
     """A loaded index and model, ready for questions."""
 
-    def __init__(self, index: Index, encoder, settings: Settings, reader=SETTINGS_READER):
+    def __init__(self, index: Index, encoder: Encoder, settings: Settings, reader=SETTINGS_READER):
         """`reader`: a loaded qa.reader.Reader, None for the feature picker alone, or (the
         default) the one `settings.reader` names."""
         if reader is SETTINGS_READER:
@@ -65,7 +66,7 @@ class QA:
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_model: bool = False,
-             encoder=None) -> QA:
+             encoder: Encoder | None = None) -> QA:
         """Load settings.index_dir with the model it was built with.
 
         Args:
@@ -201,7 +202,7 @@ def clean_question(question: str) -> tuple[str, list[str]]:
 
 
 def open_or_build(settings: Settings, sources: list[Path] | None = None, *, rebuild: bool = False,
-                  progress: bool = True, encoder=None, say=None) -> QA:
+                  progress: bool = True, encoder: Encoder | None = None, say=None) -> QA:
     """The engine on settings.index_dir, building or rebuilding the index when it is needed.
 
     A missing index is built from `sources` (default seeds/). A stale index (its articles changed)

@@ -57,14 +57,38 @@ def test_entity_span(sentence, kind, question, expected):
 def test_packaged_calibration_is_complete_json():
     c = json.loads(PACKAGED_CALIBRATION.read_text())
     cal = Calibration.from_dict(c)
-    assert set(cal.sentence["weights"]) == set(SENTENCE_FEATURES)
-    assert set(cal.confidence["weights"]) == set(CONFIDENCE_FEATURES)
+    assert cal.sentence.features == SENTENCE_FEATURES
+    assert cal.confidence.features == CONFIDENCE_FEATURES
+    assert cal.sentence.to_json() == c["sentence"] and cal.confidence.to_json() == c["confidence"]
     assert 0 < cal.threshold < 1 and cal.passages >= 1 and cal.max_run >= 1
 
 
 def test_an_old_manifest_without_the_block_uses_the_packaged_calibration():
     assert Calibration.from_block({}) == Calibration.from_dict(json.loads(
         PACKAGED_CALIBRATION.read_text()))
+
+
+def _broken(change):
+    c = json.loads(PACKAGED_CALIBRATION.read_text())
+    change(c)
+    return c
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("threshold"), "lacks threshold"),
+    (lambda c: c["sentence"]["weights"].pop("wov"), "sentence: 'weights' lacks wov"),
+    (lambda c: c["confidence"].update(bias="high"), "confidence: 'bias' must be a number"),
+    (lambda c: c["confidence"]["weights"].update(cover=None), "weight of cover must be a number"),
+    (lambda c: c.update(passages=0), "'passages' must be a whole number"),
+    (lambda c: c.update(threshold=3), "'threshold' must be a number in"),
+    (lambda c: c.update(sentence=[1, 2]), "sentence: expected an object"),
+])
+def test_a_malformed_calibration_is_named_with_the_fix(change, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        Calibration.from_dict(_broken(change))
+    manifest = tmp_path / "manifest.json"
+    with pytest.raises(UserError, match=f"calibration in {manifest} is malformed.*{message}.*qa build"):
+        Calibration.from_block(_broken(change), manifest)
 
 
 def test_fit_listwise_learns_which_feature_marks_the_answer():
