@@ -63,7 +63,8 @@ def seed_corpus(n: int, seed: int = 0, sources: Path = SEEDS) -> list[dict]:
     if not pools:
         raise UserError(f"no seed sentences in {sources}; pass --beir DIR for a corpus")
     rng = random.Random(seed)
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()
     while len(rows) < n:
         title, sents = pools[rng.randrange(len(pools))]
         picked = rng.sample(sents, min(len(sents), rng.randint(2, 3)))
@@ -186,8 +187,9 @@ def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
             index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
             index.train(vectors)
             index.add(vectors)
-            index.nprobe = max(1, min(nlist, 16))
-            params = {"nlist": nlist, "nprobe": index.nprobe}
+            # index_factory returns the concrete IndexIVFFlat; faiss's stubs say Index
+            index.nprobe = max(1, min(nlist, 16))  # type: ignore[attr-defined]
+            params = {"nlist": nlist, "nprobe": index.nprobe}  # type: ignore[attr-defined]
         else:
             index = make_faiss_index(vectors, kind)
             params = {"M": HNSW_M, "ef_search": index.hnsw.efSearch} if kind == "HNSW" else {}
@@ -225,7 +227,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         else:
             corpus = folder / "corpus.jsonl"
             with corpus.open("w", encoding="utf-8") as f:
-                for r in beir_corpus(beir, size) if beir else seed_corpus(size):
+                for r in beir_corpus(beir, int(size)) if beir else seed_corpus(int(size)):
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         encoder = load_encoder(Settings().model)
         encoder.encode(["warm up the model"] * 8)
@@ -234,6 +236,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         qa = open_or_build(settings, [corpus], rebuild=True, progress=False, encoder=encoder,
                            say=lambda _: None)
         summary, index = qa.built, qa.index
+        assert summary is not None  # rebuild=True always builds
         passages = len(index.passages)
         texts = [index.embed_text(p) for p in index.passages]
         if bare_sample and bare_sample < len(texts):
@@ -337,7 +340,7 @@ def table(rows: list[dict]) -> str:
 
 def crossover(rows: list[dict]) -> str:
     """Where exact search stops being cheap: Flat's per-query cost, extrapolated linearly."""
-    sizes = {}
+    sizes: dict[int, dict] = {}
     for r in rows:
         sizes.setdefault(r["passages"], r["faiss_search"])
     if not sizes:

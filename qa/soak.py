@@ -298,9 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--questions, --clients and --every must be at least 1")
     try:
         asked = load_questions(args.question_file)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     with tempfile.TemporaryDirectory(prefix="qa-soak-") as tmp:
         if args.url:
             auth = tuple(args.auth.split(":", 1)) if args.auth else None

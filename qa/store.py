@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -30,6 +30,10 @@ from .settings import UserError
 from .text import bm25s as _bm25s
 from .text import tokenize
 from .types import Article, Passage
+
+if TYPE_CHECKING:
+    import bm25s
+    import faiss
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ class Manifest:
         Raises:
             ValueError: a field that is missing or of the wrong type, named.
         """
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
                 if f.name in MANIFEST_KEYS:
@@ -88,7 +92,7 @@ class Manifest:
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in
                                                  (kinds if isinstance(kinds, tuple) else (kinds,))):
                 raise ValueError(f"{f.name!r} is {type(value).__name__}, not {_names(kinds)}")
-            out[f.name] = tuple(value) if f.name == "sources" else value
+            out[f.name] = tuple(value) if f.name == "sources" and isinstance(value, list) else value
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in out["files"].items()):
             raise ValueError("'files' must map file names to sha256 strings")
         if not all(isinstance(s, str) for s in out.get("sources", ())):
@@ -121,9 +125,9 @@ class Index:
     manifest: Manifest
     articles: dict[str, Article]
     passages: list[Passage]
-    faiss_index: object
+    faiss_index: faiss.Index
     vectors: np.ndarray
-    bm25: object
+    bm25: bm25s.BM25
     stale: bool = False
 
     @property
@@ -193,10 +197,12 @@ def make_faiss_index(vectors: np.ndarray, index_type: str):
     import faiss
 
     dim = vectors.shape[1]
+    index: faiss.Index
     if index_type == "HNSW":
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        index = hnsw
     else:
         index = faiss.IndexFlatIP(dim)
     if len(vectors):
@@ -272,7 +278,8 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     with _reading(build_dir / "index.faiss", rebuild):
         faiss_index = faiss.read_index(str(build_dir / "index.faiss"))
         if manifest.index_type == "HNSW" and manifest.hnsw:
-            faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]
+            # read_index returns the concrete IndexHNSWFlat; faiss's stubs say Index
+            faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]  # type: ignore[attr-defined]
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
             np.zeros((0, manifest.dimension), dtype=np.float32)
     with _reading(build_dir / "bm25", rebuild):

@@ -8,7 +8,7 @@ import secrets
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import gradio as gr
 import httpx
@@ -207,7 +207,7 @@ def create_app(engine, config: WebConfig | None = None):
             return JSONResponse({"error": f"internal error while answering ({type(e).__name__}); "
                                           f"the server log has the details"}, status_code=500)
 
-    responses = {400: {"description": "malformed JSON"}, 401: {"description": "login required"},
+    responses: dict[int | str, dict[str, Any]] = {400: {"description": "malformed JSON"}, 401: {"description": "login required"},
                  413: {"description": "body too large"},
                  422: {"description": "invalid question, k, retriever or filter"},
                  503: {"description": "busy; retry later"}}

@@ -143,13 +143,14 @@ def build_demo(engine, config: WebConfig | None = None):
                                              combine_adjacent=False)
 
         inputs = [question, chat, asked, retriever, k, source, since, until]
-        # Handlers return {component: value}; these are the components they may set.
+        # Handlers return {component: value}; these are the components they may set. Gradio takes
+        # a set here (its docs' form for dict returns), but its annotations say Sequence.
         outputs = {question, chat, asked, last, status, table, passages, opened, article}
-        send.click(on_ask, inputs, outputs, api_visibility="private")
-        question.submit(on_ask, inputs, outputs, api_visibility="private")
-        clear.click(on_clear, None, outputs, api_visibility="private")
+        send.click(on_ask, inputs, outputs, api_visibility="private")  # type: ignore[arg-type]
+        question.submit(on_ask, inputs, outputs, api_visibility="private")  # type: ignore[arg-type]
+        clear.click(on_clear, None, outputs, api_visibility="private")  # type: ignore[arg-type]
         opened.input(on_open, [opened, last], article, api_visibility="private")
-        table.select(on_row, [last], {opened, article}, api_visibility="private")
+        table.select(on_row, [last], {opened, article}, api_visibility="private")  # type: ignore[arg-type]
         gr.api(ask, api_name="ask")
     demo.queue(default_concurrency_limit=config.max_running, max_size=config.queue_size)
     return demo
