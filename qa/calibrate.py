@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,8 +164,8 @@ def choose_threshold(conf: np.ndarray, answerable: np.ndarray, max_wrong: float)
 
 
 def fit_confidence(rows: list[tuple[dict[str, float], bool]], set_of: list[int],
-                   names: tuple[str, ...],
-                   max_wrong: float) -> tuple[dict, float]:
+                   names: tuple[str, ...], max_wrong: float,
+                   log: Callable[[str], object] = print) -> tuple[dict, float]:
     """The abstention model over `names` and its threshold.
 
     Every (set, class) weighs the same in total, so a small set of hand-written questions counts
@@ -184,6 +184,11 @@ def fit_confidence(rows: list[tuple[dict[str, float], bool]], set_of: list[int],
     conf = 1 / (1 + np.exp(-(model["bias"] + X @ np.array([model["weights"][f] for f in names]))))
     threshold = min(choose_threshold(conf[sets == s], y[sets == s] == 1, max_wrong)
                     for s in sorted(set(sets.tolist())) if y[sets == s].any())
+    for s in sorted(set(sets.tolist())):
+        ans, abstain = y[sets == s] == 1, conf[sets == s] < threshold
+        log(f"  set {s}: {ans.sum()} answerable, {abstain[ans].mean() if ans.any() else 0:.3f} "
+            f"wrongly abstain; {(~ans).sum()} unanswerable, "
+            f"{abstain[~ans].mean() if (~ans).any() else 0:.3f} abstain")
     return model, threshold
 
 
@@ -247,11 +252,12 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
     for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
         qa.picker.reader = memo
         for q, cands, hits, qvec in gs:
-            if cands:
-                rows.append((qa.picker.pick(q.question, qvec, hits).features, q.answerable))
+            picked = qa.picker.pick(q.question, qvec, hits) if cands else None
+            if picked is not None and picked.answer is not None:  # None: nothing was read
+                rows.append((picked.features, q.answerable))
                 set_of.append(n)
         qa.picker.reader = None
-    confidence, threshold = fit_confidence(rows, set_of, READER_FEATURES, max_wrong)
+    confidence, threshold = fit_confidence(rows, set_of, READER_FEATURES, max_wrong, log)
     log(f"reader confidence on {len(rows)} questions ({sum(a for _, a in rows)} answerable): "
         f"{confidence}; threshold {threshold:.4f}")
     return ReaderCalibration(sha256=reader.sha256, candidates=candidates, feature=cal.feature,
@@ -286,7 +292,7 @@ def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=prin
         got = confidence_rows(qa.picker, gs)
         rows += got
         set_of += [n] * len(got)
-    confidence, threshold = fit_confidence(rows, set_of, CONFIDENCE_FEATURES, max_wrong)
+    confidence, threshold = fit_confidence(rows, set_of, CONFIDENCE_FEATURES, max_wrong, log)
     log(f"confidence model on {len(rows)} questions ({sum(a for _, a in rows)} answerable): "
         f"{confidence}; threshold {threshold:.4f}")
     for qa, _ in sets:

@@ -6,6 +6,10 @@ input is the question, then "title. sentence". Only what training changed ships 
 the transformer layers and the head, in float16 (`qa/reader/reader.safetensors`); the word
 embeddings are the base model's, which the package already has. `reader.json` holds the
 settings, the training record and the sha256 of the weights, which is checked on load.
+
+It reads with ONNX Runtime when that is installed: on first load the model is exported to ONNX
+(float32), once per weights, into a cache folder keyed by the weights' sha256 (`QA_READER_CACHE`,
+default ~/.cache/qa); without onnxruntime it reads with torch, dynamic int8.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +35,14 @@ PACKAGED_READER = Path(__file__).with_name("reader")
 WEIGHTS = "reader.safetensors"
 CONFIG = "reader.json"
 CALIBRATION = "calibration.json"
+# Bump when the exported graph or its quantization changes, so old cache files are not reused.
+ONNX_FORMAT = 1
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# How far the ONNX path's logits may be from the torch float32 model's on the probe pairs before
+# it is refused. A float32 export matches to about 1e-6; int8 rounding moves a logit by up to about
+# 0.6 on real pairs (torch's own int8 by up to 2; README, "The reader"), so the int8 bound only
+# catches a broken or corrupt file.
+ONNX_TOLERANCE = {"fp32": 1e-3, "int8": 1.5}
 # The confidence with the reader: its logit for the winner and for the runner-up, and the
 # feature model's logit for the winner.
 CONFIDENCE_FEATURES = ("read_best", "read_second", "feature_z")
@@ -162,10 +176,84 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class Reader:
-    """A loaded reader: scores (question, sentence) pairs, higher = more likely the answer."""
+def reader_cache_dir() -> Path:
+    """Where exported ONNX readers are kept: `QA_READER_CACHE`, else ~/.cache/qa."""
+    return Path(os.environ.get("QA_READER_CACHE") or Path.home() / ".cache" / "qa")
 
-    def __init__(self, folder: Path | str = PACKAGED_READER, *, quantize: bool = True):
+
+# Pairs the ONNX path is checked on against the torch model each time it is loaded.
+PROBE = ("Which team won Super Bowl 50?",
+         [("Super Bowl 50", "The Denver Broncos defeated the Carolina Panthers 24-10 to earn their "
+                            "third Super Bowl title."),
+          ("Super Bowl 50", "The game was played on February 7, 2016."),
+          ("", "It rained.")])
+
+
+def export_onnx(model: CrossEncoder, tokenizer, path: Path, *, int8: bool = True) -> None:
+    """Write a float32 CrossEncoder to `path` as ONNX, dynamic int8 on its MatMuls when `int8`.
+
+    Batch and sequence length are dynamic. The file appears whole or not at all (written beside
+    it, then renamed), so a process killed midway or another one exporting too leaves no half file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = [Path(tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")[1])
+           for _ in range(2)]
+    try:
+        enc = tokenizer(["a question"] * 2, ["a title. a sentence", "another"], padding=True,
+                        return_tensors="pt")
+        axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's and the tracer's notices
+            torch.onnx.export(model, tuple(enc[n] for n in INPUTS), str(tmp[0]), dynamo=False,
+                              opset_version=17, input_names=list(INPUTS), output_names=["logits"],
+                              dynamic_axes=axes | {"logits": {0: "batch"}})
+        if int8:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            # Per-channel 7-bit weights: plain per-tensor int8 moved logits twice as far on
+            # real pairs (8-bit products saturate in the AVX2 kernels).
+            quantize_dynamic(str(tmp[0]), str(tmp[1]), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True)
+        done = tmp[1] if int8 else tmp[0]
+        done.chmod(0o644)  # mkstemp makes it private; the cache is as readable as the weights
+        os.replace(done, path)
+    finally:
+        for t in tmp:
+            t.unlink(missing_ok=True)
+
+
+class OnnxModel:
+    """An exported reader in an ONNX Runtime session: encoded pairs -> logits."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Waiting threads sleep instead of spinning: on a machine shared with other jobs the
+        # spinning costs more than it saves.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, enc) -> np.ndarray:
+        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in INPUTS}
+        return self.session.run(None, feed)[0].astype(np.float32)
+
+
+class Reader:
+    """A loaded reader: scores (question, sentence) pairs, higher = more likely the answer.
+
+    Args:
+        folder: holds reader.json, reader.safetensors and (once fitted) calibration.json.
+        quantize: dynamic int8 on the linear layers; None (the default) reads float32 with ONNX
+            Runtime and int8 with torch (README, "The reader": why).
+        backend: "auto" (ONNX Runtime when installed, else torch), "onnx" or "torch".
+        cache_dir: where the exported ONNX model is kept; `reader_cache_dir()` when None.
+    """
+
+    def __init__(self, folder: Path | str = PACKAGED_READER, *, quantize: bool | None = None,
+                 backend: str = "auto", cache_dir: Path | str | None = None):
         from safetensors.torch import load_file
 
         from .embed import resolve_model
@@ -193,14 +281,63 @@ class Reader:
                             f"(unexpected {unexpected[:3]}, missing {missing[:3]}); run "
                             f"`qa train-reader`")
         model.eval()
-        if quantize:
-            # Dynamic int8 on the linear layers (README, "The reader": same choices, faster).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch.ao's notice that it moves to torchao
-                model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                               dtype=torch.qint8)
-        self.model = model
+        self.model: torch.nn.Module | None = None
+        self.onnx: OnnxModel | None = None
+        self.onnx_path: Path | None = None
+        if backend not in ("auto", "onnx", "torch"):
+            raise ValueError(f"backend {backend!r} is not auto, onnx or torch")
+        if backend != "torch":
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                if backend == "onnx":
+                    raise UserError("the reader's onnx backend needs onnxruntime; "
+                                    "`pip install onnxruntime`") from None
+            else:
+                cache = Path(cache_dir) if cache_dir is not None else reader_cache_dir()
+                self._open_onnx(model, cache, bool(quantize))
+        if self.onnx is None:
+            if quantize is None or quantize:
+                # Dynamic int8 on the linear layers (README, "The reader": same choices, faster).
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch.ao's notice that it moves to torchao
+                    model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                                   dtype=torch.qint8)
+            self.model = model
+        self.backend = "onnx" if self.onnx is not None else "torch"
         self.calibration = self._calibration(folder)
+
+    def _open_onnx(self, model: CrossEncoder, cache: Path, int8: bool) -> None:
+        """Read with ONNX Runtime from the cached export of these weights, exporting it first when
+        it is missing, unreadable or scores unlike the torch model; stay on torch when even a
+        fresh export does not hold (a warning says why)."""
+        kind = "int8" if int8 else "fp32"
+        path = cache / f"reader-{self.sha256[:12]}-{self.config.base}-{self.config.layers}" \
+                       f"-v{ONNX_FORMAT}-{kind}.onnx"
+        enc = self._encode(*PROBE, "pt")
+        with torch.inference_mode():
+            want = model(*(enc[n] for n in INPUTS)).numpy()
+        problem = ""
+        for fresh in (False, True):
+            try:
+                if fresh or not path.is_file():
+                    export_onnx(model, self.tokenizer, path, int8=int8)
+                onnx = OnnxModel(path)
+                gap = float(np.abs(onnx(enc) - want).max())
+            except Exception as e:  # a corrupt or truncated file, or an export ONNX cannot take
+                problem = f"{type(e).__name__}: {str(e)[:200]}"
+                continue
+            if gap <= ONNX_TOLERANCE[kind]:
+                self.onnx, self.onnx_path = onnx, path
+                return
+            problem = f"its logits are {gap:.3f} from the torch model's"
+        warnings.warn(f"the reader's ONNX export at {path} does not hold ({problem}); reading "
+                      f"with torch instead", RuntimeWarning, stacklevel=3)
+
+    def _encode(self, question: str, pairs: Sequence[tuple[str, str]], tensors: str):
+        return self.tokenizer([question] * len(pairs), [pair_text(t, s) for t, s in pairs],
+                              truncation="longest_first", max_length=self.config.max_length,
+                              padding=True, return_tensors=tensors)
 
     def _calibration(self, folder: Path) -> ReaderCalibration | None:
         """The calibration fitted for these weights, or None when there is none yet."""
@@ -221,11 +358,12 @@ class Reader:
         """Logits for (title, sentence) pairs against one question, in the given order."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        enc = self.tokenizer([question] * len(pairs), [pair_text(t, s) for t, s in pairs],
-                             truncation="longest_first", max_length=self.config.max_length,
-                             padding=True, return_tensors="pt")
+        if self.onnx is not None:
+            return self.onnx(self._encode(question, pairs, "np"))
+        assert self.model is not None
+        enc = self._encode(question, pairs, "pt")
         with torch.inference_mode():
-            out = self.model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+            out = self.model(*(enc[n] for n in INPUTS))
         return out.float().numpy()
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -62,6 +63,8 @@ class TrainSettings:
     v2_repeat: int = 2
     seed: int = 13
     limit_questions: int = 0  # 0 = all
+    perturb: float = 0.0  # share of answerable questions that also give a swapped-name negative
+    init: str = ""  # a reader folder to start from instead of the base weights
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -72,10 +75,52 @@ def _overlap(q: set[str], s: set[str]) -> int:
     return len(q & s)
 
 
+# A name (capitalised words, not at a sentence start) or a number.
+_NAME_OR_NUMBER = re.compile(r"\b(?:\d[\d,.]*\d|\d|[A-Z][\w-]+(?: [A-Z][\w-]+)*)\b")
+
+
+def names_and_numbers(text: str) -> tuple[set[str], set[str]]:
+    """The names and the numbers of a text, leaving out capitalised sentence starts."""
+    names: set[str] = set()
+    numbers: set[str] = set()
+    for m in _NAME_OR_NUMBER.finditer(text):
+        if m.start() == 0 or text[max(0, m.start() - 2):m.start()].rstrip() in (".", "?", "!", ""):
+            if not m.group()[0].isdigit():
+                continue
+        (numbers if m.group()[0].isdigit() else names).add(m.group())
+    return names, numbers
+
+
+def swapped_question(question: str, sentence: str, names: set[str], numbers: set[str],
+                     rng: random.Random) -> str | None:
+    """The question with one of its names or numbers that `sentence` holds replaced by another
+    of the article's that `sentence` does not hold: a near miss the sentence no longer answers
+    ("How many ... in 2018?" asked of the 2020 figure). None when there is nothing to swap."""
+    q_names, q_numbers = names_and_numbers(question)
+    spots = sorted(t for t in q_names | q_numbers if t in sentence)
+    if not spots:
+        return None
+    old = rng.choice(spots)
+    pool = sorted(t for t in (numbers if old[0].isdigit() else names)
+                  if t not in sentence and t not in question)
+    if old[0].isdigit():  # a year for a year, a count for a count where the article has one
+        pool = [t for t in pool if len(t) == len(old)] or pool
+    if not pool:
+        return None
+    return re.sub(rf"\b{re.escape(old)}\b", rng.choice(pool), question, count=1)
+
+
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
-                  repeat: int = 1) -> list[Pair]:
+                  repeat: int = 1, perturb: float = 0.0) -> list[Pair]:
     """Labelled pairs of one SQuAD article (see the module docstring)."""
     title = title_text(article["title"])
+    names: set[str] = set()
+    numbers: set[str] = set()
+    if perturb:
+        for p in article["paragraphs"]:
+            n, m = names_and_numbers(p["context"])
+            names |= n
+            numbers |= m
     paras = []
     for p in article["paragraphs"]:
         ctx = p["context"]
@@ -100,6 +145,10 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
                 continue
             g = gold[0]
             out.append(Pair(q, title, ctx[spans[g][0]:spans[g][1]], 1))
+            if perturb and rng.random() < perturb:
+                swapped = swapped_question(q, ctx[spans[g][0]:spans[g][1]], names, numbers, rng)
+                if swapped:
+                    out.append(Pair(swapped, title, ctx[spans[g][0]:spans[g][1]], 0))
             same = [j for j in ranked if j != g]
             if same:
                 out.append(Pair(q, title, ctx[spans[same[0]][0]:spans[same[0]][1]], 0))
@@ -130,7 +179,7 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
     from tqdm import tqdm
 
     for article in tqdm(train, desc="SQuAD 1.1 train articles", file=sys.stderr):
-        pairs += article_pairs(article, rng)
+        pairs += article_pairs(article, rng, perturb=ts.perturb)
     v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
     n1 = len(pairs)
     for article in v2_train:
@@ -189,6 +238,14 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
     ckpt = out / "checkpoint.pt"
     step, seconds = 0, 0.0
+    if ts.init and not ckpt.exists():
+        from safetensors.torch import load_file
+
+        from .reader import WEIGHTS
+
+        start = {k: v.float() for k, v in load_file(str(Path(ts.init) / WEIGHTS)).items()}
+        model.load_state_dict(start, strict=False)
+        log(f"starting from {ts.init}")
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"], strict=False)
@@ -242,11 +299,14 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.trained_state().items()}
     weights = out / WEIGHTS
     save_file(state, str(weights))
+    data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
+            "articles" + (" + swapped-name negatives" if ts.perturb else ""))
+    trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
+               "train_seconds": round(seconds), "data": data}
+    if ts.init:  # the run this one went on from
+        trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
     config = {"base": BASE, "layers": ts.layers, "max_length": ts.max_length,
-              "sha256": file_sha256(weights),
-              "trained": {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
-                          "train_seconds": round(seconds), "data": "SQuAD 1.1 train + SQuAD 2.0 "
-                          "dev unanswerable questions of the even non-held-out articles"}}
+              "sha256": file_sha256(weights), "trained": trained}
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) after {step} steps, "
         f"{seconds / 60:.1f} min")
@@ -341,6 +401,14 @@ def add_arguments(p) -> None:
     p.add_argument("--layers", type=int, default=TrainSettings.layers)
     p.add_argument("--limit-questions", type=int, default=0,
                    help="train on the first N shuffled questions only (for a quick check)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="a reader folder (reader.safetensors) to go on training from, instead "
+                        "of the base weights")
+    p.add_argument("--perturb", type=float, default=0.0,
+                   help="share of answerable questions that also give a negative: the question "
+                        "with a name or number of its answer sentence swapped for another")
+    p.add_argument("--lr", type=float, default=TrainSettings.lr)
+    p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
                    help="write the model from the last checkpoint in --out without training")
     p.add_argument("--report-limit", type=int, default=1000,
@@ -350,8 +418,14 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.pairs < 1 or args.layers < 1 or args.layers > 6:
-        raise UserError("--pairs must be positive and --layers from 1 to 6")
-    ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions)
+        raise UserError("--pairs must be positive and --layers from 1 to 6", exit_code=2)
+    if not 0 <= args.perturb <= 1:
+        raise UserError(f"--perturb must be from 0 to 1, not {args.perturb}", exit_code=2)
+    if args.init and not (args.init / "reader.safetensors").is_file():
+        raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
+                        f"qa train-reader wrote, such as qa/reader", exit_code=2)
+    ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
+                       perturb=args.perturb, init=str(args.init or ""), lr=args.lr, seed=args.seed)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

@@ -3,6 +3,8 @@
 # score the held-out halves, with the reader and with the feature picker alone (--reader none).
 # Needs ../shared beside the checkout; indexes and reports go to $OUT (default /tmp/qa-figures).
 # About an hour on 2 cores. Usage: bash scripts/reader_figures.sh [calibrate|eval|all]
+# MAX_WRONG: the share of answerable tuning questions allowed to abstain, per set (default 0.02);
+# PICKERS: which pickers eval scores (default "default none"; "default" alone skips the feature picker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
@@ -22,7 +24,7 @@ fi
 if [ "${1:-all}" != eval ]; then
   # Tuning only: the seeds' first 72 questions (not the nm* ones), SQuAD 1.1 dev articles 0-23,
   # the odd non-held-out SQuAD 2.0 articles asked of their own paragraph, and off-topic pairs.
-  $qa calibrate --reader qa/reader --candidates "${CANDIDATES:-6}" --exclude-id '^nm' --limit 1000 \
+  $qa calibrate --reader qa/reader --candidates "${CANDIDATES:-6}" --max-wrong-abstain "${MAX_WRONG:-0.02}" --exclude-id '^nm' --limit 1000 \
     --on "$OUT/seeds" tests/questions.jsonl \
     --on "$OUT/squad" "$SQUAD/questions.jsonl" "$TUNE" \
     --on "$OUT/squad2" "$OUT/squad2-data/questions-tune.jsonl" \
@@ -31,7 +33,7 @@ if [ "${1:-all}" != eval ]; then
 fi
 
 if [ "${1:-all}" != calibrate ]; then
-  for reader in default none; do
+  for reader in ${PICKERS:-default none}; do
     $qa eval tests/questions.jsonl --index "$OUT/seeds" --retriever all --reader $reader --quiet \
       --run-out "$OUT/seeds-$reader.jsonl" | tee "$OUT/seeds-$reader.txt"
     $qa eval "$SQUAD/questions.jsonl" --index "$OUT/squad" --filter-doc "$HELD" --reader $reader \

@@ -29,6 +29,14 @@ def require_shared_data(reason: str) -> None:
     pytest.skip(f"{reason}; set it up to run this test (CI requires it)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def reader_cache(tmp_path_factory) -> Path:
+    """The readers' ONNX exports go to a folder of this session, not ~/.cache."""
+    path = Path(os.environ.get("QA_READER_CACHE") or tmp_path_factory.mktemp("reader-cache"))
+    os.environ["QA_READER_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def encoder():
     from qa.embed import load_encoder

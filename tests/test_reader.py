@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from qa import reader as reader_module
 from qa.reader import (CALIBRATION, CONFIDENCE_FEATURES, CONFIG, PACKAGED_READER, WEIGHTS, Reader,
                        ReaderCalibration, file_sha256, open_reader)
 from qa.settings import UserError
 from qa.types import Linear
 
 from conftest import ROOT
-from qa.train_reader import TrainSettings, article_pairs, train
+from qa.train_reader import TrainSettings, article_pairs, swapped_question, train
 
 ARTICLE = {
     "title": "Super_Bowl_50",
@@ -49,6 +51,33 @@ def test_article_pairs_label_the_answer_sentence_and_near_misses():
     assert not [p for p in pairs if "anthem" in p.question]
     v2 = article_pairs(ARTICLE, random.Random(0), unanswerable_only=True)
     assert v2 and all(p.label == 0 and "anthem" in p.question for p in v2)
+
+
+def test_a_swapped_name_or_number_makes_a_near_miss_the_sentence_no_longer_answers():
+    rng = random.Random(0)
+    sentence = "Foshan had 5,718 high-tech enterprises in 2020, up from 1,323 in 2015."
+    names, numbers = {"Foshan", "Dongguan", "Guangzhou"}, {"2020", "2018", "1,323", "7,387"}
+    for _ in range(20):
+        q = swapped_question("How many high-tech enterprises did Foshan have in 2020?", sentence,
+                             names, numbers, rng)
+        assert q is not None and q != "How many high-tech enterprises did Foshan have in 2020?"
+        # One name or number swapped for one the sentence does not hold; a year for a year.
+        assert q in {"How many high-tech enterprises did Dongguan have in 2020?",
+                     "How many high-tech enterprises did Guangzhou have in 2020?",
+                     "How many high-tech enterprises did Foshan have in 2018?"}
+    # Nothing of the question's names or numbers in the sentence: nothing to swap.
+    assert swapped_question("Who won in 1999?", sentence, names, numbers, rng) is None
+    # The question's first word is not a name.
+    assert swapped_question("What happened?", "What happened here.", {"Here"}, set(), rng) is None
+
+
+def test_article_pairs_with_perturb_add_swapped_negatives_of_the_answer_sentence():
+    pairs = article_pairs(ARTICLE, random.Random(0), perturb=1.0)
+    plain = article_pairs(ARTICLE, random.Random(0))
+    swapped = [p for p in pairs if p.label == 0 and p.question not in {q.question for q in plain}]
+    assert swapped, "no swapped negative"
+    gold = {p.sentence for p in plain if p.label == 1}
+    assert all(p.sentence in gold for p in swapped)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +112,26 @@ def test_training_resumes_from_its_checkpoint(tiny_reader, tmp_path):
           log=messages.append)
     assert any("resumed at step 3" in m for m in messages)
     assert json.loads((out / CONFIG).read_text())["trained"]["steps"] == 4
+
+
+def test_training_can_go_on_from_a_trained_reader(tiny_reader, tmp_path):
+    messages = []
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    out = train(tmp_path / "next", TrainSettings(layers=1, batch_size=4, pairs=8, max_length=48,
+                                                 init=str(tiny_reader)),
+                pairs=pairs, log=messages.append)
+    assert any(f"starting from {tiny_reader}" in m for m in messages)
+    trained = json.loads((out / CONFIG).read_text())["trained"]
+    assert trained["steps"] == 2 and trained["from"]["steps"] == 3
+
+
+def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
+    from qa.cli import main
+
+    assert main(["train-reader", "--init", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "holds no reader.safetensors" in capsys.readouterr().err
+    assert main(["train-reader", "--perturb", "1.5", "--out", str(tmp_path / "o")]) == 2
+    assert "--perturb must be from 0 to 1" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
@@ -141,6 +190,82 @@ def test_the_packaged_reader_is_small_and_matches_its_record():
     assert config["trained"]["steps"] > 0
     cal = json.loads((PACKAGED_READER / CALIBRATION).read_text())
     assert cal["sha256"] == config["sha256"]
+
+
+# Real pair lists the engine handed the reader: 12 seeds questions over the seeds index, 12 SQuAD
+# 1.1 dev questions over its 2,067 paragraphs (scripts/reader_speed.py records them).
+REAL_PAIRS = [json.loads(line) for line in
+              (ROOT / "tests" / "fixtures" / "reader_pairs.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def packaged_torch_fp32() -> Reader:
+    return Reader(backend="torch", quantize=False)
+
+
+@pytest.mark.parametrize("quantize, tolerance", [(False, 1e-3), (True, 1.0)])
+def test_the_onnx_reader_scores_real_pairs_as_torch_does(packaged_torch_fp32, quantize, tolerance,
+                                                         tmp_path):
+    onnx = Reader(backend="onnx", quantize=quantize, cache_dir=tmp_path)
+    assert onnx.onnx_path.name.endswith("-int8.onnx" if quantize else "-fp32.onnx")
+    assert onnx.backend == "onnx" and onnx.model is None
+    same_best = 0
+    for x in REAL_PAIRS:
+        pairs = [tuple(p) for p in x["pairs"]]
+        want = packaged_torch_fp32.score(x["question"], pairs)
+        got = onnx.score(x["question"], pairs)
+        assert got.shape == want.shape and got.dtype == np.float32
+        assert np.abs(got - want).max() < tolerance, x["question"]
+        same_best += int(got.argmax() == want.argmax())
+    # int8 may swap near-tied sentences (about 4% of lists in scripts/reader_speed.py); float32
+    # never does.
+    assert same_best >= len(REAL_PAIRS) - (2 if quantize else 0)
+    assert onnx.score("Which team won?", []).shape == (0,)
+
+
+def test_the_onnx_export_is_cached_by_the_weights_sha256_and_reused(tiny_reader, tmp_path,
+                                                                    monkeypatch):
+    first = Reader(tiny_reader, cache_dir=tmp_path)  # the default: ONNX Runtime, float32
+    assert first.backend == "onnx"
+    path = first.onnx_path
+    assert path is not None and path.parent == tmp_path
+    assert path.name.startswith(f"reader-{file_sha256(tiny_reader / WEIGHTS)[:12]}-")
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    before = path.stat().st_mtime_ns
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(reader_module, "export_onnx", no_export)
+    again = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    assert again.backend == "onnx" and again.onnx_path == path
+    assert path.stat().st_mtime_ns == before
+    pairs = [tuple(p) for p in REAL_PAIRS[0]["pairs"]]
+    assert np.array_equal(first.score(REAL_PAIRS[0]["question"], pairs),
+                          again.score(REAL_PAIRS[0]["question"], pairs))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_a_corrupt_cached_export_is_rebuilt(tiny_reader, tmp_path, damage):
+    good = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    path, data = good.onnx_path, good.onnx_path.read_bytes()
+    path.write_bytes({"garbage": b"not an onnx model" * 100, "truncated": data[:len(data) // 2],
+                      "empty": b""}[damage])
+    rebuilt = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
+    assert rebuilt.backend == "onnx" and rebuilt.onnx_path == path
+    assert path.stat().st_size > len(data) // 2
+    pairs = [tuple(p) for p in REAL_PAIRS[0]["pairs"]]
+    np.testing.assert_allclose(rebuilt.score(REAL_PAIRS[0]["question"], pairs),
+                               good.score(REAL_PAIRS[0]["question"], pairs), atol=1e-5)
+
+
+def test_without_onnxruntime_the_reader_reads_with_torch(tiny_reader, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    reader = Reader(tiny_reader, cache_dir=tmp_path)
+    assert reader.backend == "torch" and reader.onnx is None and not list(tmp_path.iterdir())
+    assert reader.score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+    with pytest.raises(UserError, match="pip install onnxruntime"):
+        Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
 
 
 class FakeReader:
@@ -225,7 +350,12 @@ def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp
 
     folder = tmp_path / "reader"
     shutil.copytree(tiny_reader, folder)
-    code = main(["calibrate", "--on", str(seeds_index), str(ROOT / "tests" / "questions.jsonl"),
+    questions = tmp_path / "questions.jsonl"  # the seeds' and one with no content word
+    questions.write_text((ROOT / "tests" / "questions.jsonl").read_text()
+                         + json.dumps({"id": "none", "question": "What was it?", "doc": None,
+                                       "answers": []})
+                         + "\n")
+    code = main(["calibrate", "--on", str(seeds_index), str(questions),
                  "--reader", str(folder), "--candidates", "3", "--exclude-id", "^nm"])
     assert code == 0, capsys.readouterr().err
     cal = json.loads((folder / CALIBRATION).read_text())
