@@ -26,7 +26,7 @@ from ..settings import RETRIEVERS, UserError
 from .config import (API_MAX_K, EMBED_DEFAULT_URL, EMBED_PAGE, LOCAL_FRAME_ANCESTORS,
                      LOCAL_ORIGINS, MAX_BODY_BYTES, MAX_HISTORY, STANDARD_METHODS, WebConfig)
 from .page import build_demo
-from .render import CSS
+from .render import CSS, FONT
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +305,7 @@ def create_app(engine, config: WebConfig | None = None):
     demo = build_demo(engine, config)
     app = gr.mount_gradio_app(app, demo, path="/", auth=list(config.users) or None,
                               auth_message="Log in to ask the articles." if users else None,
-                              ssr_mode=False, css=CSS, footer_links=["api"])
+                              ssr_mode=False, css=CSS, footer_links=["api"],
+                              theme=gr.themes.Default(font=FONT, font_mono=FONT))
     app.state.demo = demo
     return app
