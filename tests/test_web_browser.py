@@ -2,7 +2,8 @@
 
 Screenshots go to artifacts/ (git-ignored): web_answer.png, web_followup.png, web_source.png,
 web_not_found.png, web_embed.png, web_inert.png, web_empty_*.png, web_chitchat_*.png,
-web_sources_after_*.png and web_followup_highlight_after_*.png (1400 and 360 px wide).
+web_other_language_*.png, web_sources_after_*.png and web_followup_highlight_after_*.png
+(1400 and 360 px wide).
 """
 
 from __future__ import annotations
@@ -241,6 +242,12 @@ def test_empty_question_chitchat_and_other_languages_get_a_reply_not_a_quote(bro
         assert "Read as" not in reply.inner_text()  # not taken for a follow-up of the question
         assert page.locator("#chat .qa-msg").count() == 3
         page.screenshot(path=str(artifacts / f"web_chitchat_{width}.png"), full_page=True)
+
+        ask(page, "¿Cuántas empresas de alta tecnología tiene Foshan?")  # Latin script, Spanish
+        reply = page.locator("#chat .qa-msg").last
+        assert "English articles and questions only" in reply.inner_text()
+        assert "Read as" not in reply.inner_text() and reply.locator("mark").count() == 0
+        page.screenshot(path=str(artifacts / f"web_other_language_{width}.png"), full_page=True)
     finally:
         context.close()
 
