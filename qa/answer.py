@@ -189,10 +189,17 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
     """
     if kind is None:
         return None
+    found = _candidates(sentence, kind, question)
+    return found[0] if found else None
+
+
+def _candidates(sentence: str, kind: str, question: str) -> list[Span]:
+    """Every span of the asked-for kind that the question does not already name (entity_span's
+    rules), in order."""
     asked = _asked(question)
     first_word_end = len(sentence.split(" ", 1)[0])
-    # A date is no amount: "how much ..." is not answered by the 17 of "May 17" or by "2019".
     dates = ([m.span() for m in ENTITY["date"].finditer(sentence)] if kind == "number" else [])
+    out: list[Span] = []
     for m in ENTITY[kind].finditer(sentence):
         text = m.group(0).strip()
         if not text or not any(ch.isalnum() for ch in text):
@@ -203,9 +210,76 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
         if words and (words <= asked or set(english_stemmer().stemWords(list(words))) <= asked):
             continue
         if kind in ("person", "place") and m.start() < first_word_end and " " not in text:
-            continue  # a capitalised first word is no name
+            continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
-        return start, start + len(text)
+        out.append((start, start + len(text)))
+    return out
+
+
+_LIST_SEP = re.compile(r",\s*(?:and\s+)?|\s+and\s+")
+_HOW_MANY = re.compile(r"\b(?i:how many)\s+((?:[A-Za-z][\w-]*\s+){0,3}?[A-Za-z][\w-]*)"
+                       r"(?=\s+(?:did|do|does|were|was|are|is|has|have|had|will|would|can|could|"
+                       r"in|of|at|on|for|from|that|there|by|does|[A-Z]\w*)\b|\s*[?.,]|$)")
+
+
+def counted(question: str) -> list[str]:
+    """The stems of what a "how many ..." question counts; [] for any other question.
+
+    >>> counted("How many high-tech enterprises did Foshan have in 2020?")
+    ['high', 'tech', 'enterpris']
+    >>> counted("How many SMEs were located in the zone?"), counted("How much did it cost?")
+    (['smes'], [])
+    """
+    m = _HOW_MANY.search(question)
+    return stems(m.group(1)) if m else []
+
+
+def asked_number(text: str, question: str) -> Span | None:
+    """The number in `text` that counts what a "how many ..." question asks about, when the
+    words say so: the number followed within a few words by the counted thing's head noun (the
+    most of its words wins), or, in a "... A and B were 1 and 2 respectively" sentence, the
+    number in the position of the item that names the counted thing. None otherwise (the
+    caller then takes the first number).
+
+    >>> t = "Foshan had 1,323 small firms and 5,718 high-tech enterprises."
+    >>> s = asked_number(t, "How many high-tech enterprises did Foshan have?"); t[s[0]:s[1]]
+    '5,718'
+    >>> t = "The number of small firms and high-tech enterprises were 1,323 and 2,931 respectively."
+    >>> s = asked_number(t, "How many high-tech enterprises were there?"); t[s[0]:s[1]]
+    '2,931'
+    >>> asked_number(t, "How many SMEs were there?") is None
+    True
+    """
+    thing = counted(question)
+    if not thing:
+        return None
+    head, want = thing[-1], set(thing)
+    spans = _candidates(text, "number", question)
+    best, best_score = None, 0
+    for a, b in spans:
+        after = english_stemmer().stemWords([w.lower() for w in _WORD.findall(text[b:])][:len(want) + 2])
+        score = len(want & set(after)) if head in after else 0
+        if score > best_score:
+            best, best_score = (a, b), score
+    if best is not None:
+        return best
+    # "X and Y ... were 1 and 2, respectively": the i-th number belongs to the i-th item.
+    for m in re.finditer(r"\brespectively\b", text):
+        group = [sp for sp in spans if sp[1] <= m.start()]
+        run = group[-1:]
+        for sp in reversed(group[:-1]):  # the numbers listed just before "respectively"
+            if _LIST_SEP.fullmatch(text[sp[1]:run[0][0]]):
+                run.insert(0, sp)
+            else:
+                break
+        if len(run) < 2:
+            continue
+        items = _LIST_SEP.split(text[:run[0][0]])[-len(run):]
+        if len(items) < len(run):
+            continue
+        hits = [len(want & set(stems(item))) if head in stems(item) else 0 for item in items]
+        if max(hits) > 0 and hits.count(max(hits)) == 1:
+            return run[hits.index(max(hits))]
     return None
 
 
@@ -449,11 +523,15 @@ class Picker:
             confidence = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
         a, b = self.run(best, scored)
         text = self.index.articles[best.doc_id].text[a:b]
-        local = entity_span(best.text, best.kind, question)
-        if local:
-            local = (local[0] + best.span[0] - a, local[1] + best.span[0] - a)
-        else:
-            local = entity_span(text, best.kind, question)
+        # A count: the number the question's words point at, anywhere in the snippet; else the
+        # first span of the asked-for kind in the best sentence, then in the snippet.
+        local = asked_number(text, question) if best.kind == "number" else None
+        if local is None:
+            local = entity_span(best.text, best.kind, question)
+            if local:
+                local = (local[0] + best.span[0] - a, local[1] + best.span[0] - a)
+            else:
+                local = entity_span(text, best.kind, question)
         hit = best.hit
         answer = Answer(text=text, doc_id=hit.passage.doc_id, char_start=a, char_end=b,
                         passage_rank=new_rank[hit.passage.pid], confidence=round(confidence, 4),

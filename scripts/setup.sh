@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs qa into it with every extra the app and the commands use (web, eval,
 # soak). `--test` adds what the test suite needs (pytest, playwright, ruff, mypy, Debian's
-# chromium). Safe to run again.
+# chromium and a CJK font). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -12,11 +12,16 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" "${QA_TORCH:-torch==2.13.0}"
 if [ "${1:-}" = "--test" ]; then
   "${pip[@]}" -e ".[web,eval,soak,test]"
-  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  # The browser and a CJK font: without one, a Chinese question is drawn as boxes in the
+  # screenshots of the browser tests.
+  need=()
+  { command -v chromium >/dev/null && command -v chromedriver >/dev/null; } || need+=(chromium chromium-driver)
+  fc-list :lang=zh 2>/dev/null | grep -q . || need+=(fonts-noto-cjk)
+  if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     else
-      echo "browser tests need Debian's chromium: sudo apt-get install chromium chromium-driver" >&2
+      echo "browser tests need: sudo apt-get install ${need[*]}" >&2
     fi
   fi
 else

@@ -249,3 +249,30 @@ def test_qa_calibrate_names_a_malformed_question_file(seeds_index, tmp_path, cap
     err = capsys.readouterr().err
     assert "q.jsonl:1 has no doc, answers" in err and "Traceback" not in err
     assert not (tmp_path / "c.json").exists()
+
+
+FOSHAN_COUNT = "How many high-tech enterprises did Foshan have in 2020?"
+
+
+@pytest.mark.parametrize("question,history,counted,not_this", [
+    # The zone's sentence lists SMEs and high-tech enterprises "1,323 and 2,931 respectively".
+    (FOSHAN_COUNT, [], "2,931", "1,323"),
+    ("How many high-tech enterprises did Foshan have?", [], "2,931", "1,323"),
+    # The snippet runs over two sentences: "7,387 national high-tech enterprises" and the
+    # shares "50.9% and 37.9%" of the next one.
+    ("And Dongguan?", [FOSHAN_COUNT], "7,387", "50.9%"),
+    ("And Dongguan?", ["How many high-tech enterprises did Foshan have?"], "7,387", "50.9%"),
+])
+def test_the_highlight_is_the_count_of_the_asked_for_thing(engine, question, history, counted,
+                                                           not_this):
+    r = engine.ask(question, history=history)
+    assert not r.abstained and counted in r.answer.text and not_this in r.answer.text
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]] == counted
+
+
+def test_without_a_counted_thing_in_the_sentence_the_first_number_stays(engine):
+    # "SMEs" is not how the article names them, so nothing ties a number to it: the first one.
+    r = engine.ask("How many SMEs were located in the Foshan high-tech zone in 2020?")
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]] == "1,323"
