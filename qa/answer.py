@@ -17,12 +17,16 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .store import Index, Manifest
 from .text import english_stemmer, stems
 from .types import Answer, Hit, Passage, Span  # noqa: F401  (Passage: rescore's example)
+
+if TYPE_CHECKING:
+    from .shards import ShardedIndex
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -187,7 +191,7 @@ class Picker:
     """Scores sentences against questions for one loaded index (holds the IDF table), and with
     a reader (qa.reader.Reader), lets it re-read the best candidates."""
 
-    def __init__(self, index: Index, calibration: Calibration, reader=None):
+    def __init__(self, index: Index | ShardedIndex, calibration: Calibration, reader=None):
         self.index = index
         self.calibration = calibration
         self.reader = reader
