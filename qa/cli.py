@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-title-context", action="store_true",
                    help="embed passages without their article title")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--shards", type=int, help="split the index into N shards by article, each a "
+                                              "normal index folder (see README, Ray)")
+    b.add_argument("--ray", metavar="ADDRESS", help="build the shards on the Ray cluster at "
+                                                    "ADDRESS (host:port or auto); needs .[ray]")
     b.set_defaults(run=cmd_build)
 
     a = sub.add_parser("ask", help="answer a question with cited passages")
@@ -102,8 +106,19 @@ def cmd_build(args) -> int:
     if settings.max_tokens < 16 or settings.overlap < 0:
         raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
     sources = args.sources or [SEEDS]
+    if args.shards is not None and args.shards < 1:
+        raise UserError(f"--shards must be at least 1, got {args.shards}")
     # Skipped files and duplicates were logged, by name, as they were met.
-    summary = build(sources, settings, progress=not args.quiet)
+    if args.ray:
+        if args.shards is None:
+            raise UserError("--ray builds a sharded index; say how many shards with --shards N "
+                            "(e.g. one per node)")
+        from .cluster import build_on_ray
+
+        summary = build_on_ray(sources, settings, address=args.ray, shards=args.shards,
+                               progress=not args.quiet)
+    else:
+        summary = build(sources, settings, progress=not args.quiet, shards=args.shards)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
           f"({summary.index_type}), {len(summary.skipped)} skipped, "
           f"{len(summary.duplicates)} duplicates, {summary.seconds:.1f} s")
