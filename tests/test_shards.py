@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,13 +87,20 @@ def sharded(tmp_path_factory, encoder):
     return out
 
 
+_REFERENCE: dict = {}
+
+
 def same_answers(one: QA, other: QA, questions: list[dict], methods=("hybrid",)) -> list[str]:
     """What differs between two engines over the questions: [] when top-10 passage ids (in
-    order), scores (1e-5), answer snippet and abstention all agree."""
+    order), scores (1e-5), answer snippet and abstention all agree. `one`'s results are computed
+    once per engine and method (asking is the slow part of these tests)."""
     diffs = []
     for q in questions:
         for method in methods:
-            a = one.ask(q["question"], k=10, retriever=method)
+            key = (id(one), q["id"], method)
+            if key not in _REFERENCE:
+                _REFERENCE[key] = one.ask(q["question"], k=10, retriever=method)
+            a = _REFERENCE[key]
             b = other.ask(q["question"], k=10, retriever=method)
             ids_a = [h.passage.pid for h in a.hits]
             ids_b = [h.passage.pid for h in b.hits]
@@ -189,3 +197,111 @@ def test_ray_flag_needs_shards(capsys):
 
     assert main(["build", "--ray", "auto", "--index", "/nonexistent/never-written"]) != 0
     assert "--shards" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- on a Ray cluster
+
+def ray_or_fail() -> None:
+    """Skip without the [ray] extra; fail under QA_REQUIRE_ALL=1 (CI installs it)."""
+    import importlib.util
+
+    from conftest import REQUIRE_ALL
+
+    if importlib.util.find_spec("ray") is None:
+        if REQUIRE_ALL:
+            pytest.fail("ray is not installed; QA_REQUIRE_ALL=1 requires it "
+                        "(bash scripts/setup.sh --test --ray)")
+        pytest.skip("ray is not installed; pip install -e .[ray] to run the cluster tests")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_cluster(temp_dir: str, port: int) -> None:
+    """End the processes of this cluster only (found by its own temp folder, or for the Ray client
+    server by its head's port) and their children, never by name: `ray stop` would end every Ray
+    cluster on the machine."""
+    import os
+
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.pid != os.getpid() and any(temp_dir in part or (part.startswith("--address=") and
+                                                                part.endswith(f":{port}"))
+                                           for part in cmdline):
+            found[proc.pid] = proc
+            try:
+                found.update({c.pid: c for c in proc.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+    for proc in found.values():
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(found.values()), timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A 2-node Ray cluster on loopback: a head and a second node with its own resource
+    (`node2`), one CPU each; ended at the end of the module. Yields the head's address."""
+    import os
+    import shutil
+    import tempfile
+
+    ray_or_fail()
+    ray = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    # Short: Ray's unix sockets live under it and their paths are limited to 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+              "--object-store-memory", str(300 * 2 ** 20), "--disable-usage-stats"]
+    try:
+        for args in (["--head", "--port", str(port), "--include-dashboard=false",
+                      "--temp-dir", temp_dir],
+                     ["--address", f"127.0.0.1:{port}", "--resources", '{"node2": 1}']):
+            out = subprocess.run([ray, "start", *args, *common], capture_output=True, text=True,
+                                 env=env, timeout=180)
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_cluster(temp_dir, port)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+
+@pytest.mark.slow
+def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, questions):
+    """Built on a 2-node loopback cluster with 2 and with 4 shards: passages identical to the
+    single-machine build, and for every seeds question the same top-10 passages in order,
+    scores within 1e-5, the same snippet and abstention."""
+    import os
+
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    for n in (2, 4):
+        index_dir = tmp_path / f"ray-{n}"
+        out = subprocess.run([sys.executable, "-m", "qa.cli", "build", str(SEEDS), "--index",
+                              str(index_dir), "--ray", ray_cluster, "--shards", str(n), "--quiet"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"({n} shards on Ray)" in out.stdout
+        index = load_sharded(index_dir)
+        assert len(index.shards) == n
+        assert passage_rows(index) == passage_rows(engine.index)
+        other = QA.open(Settings(index_dir=index_dir), encoder=encoder)
+        assert same_answers(engine, other, questions) == []
