@@ -42,7 +42,8 @@ def add_stats(parts: Iterable[dict]) -> dict:
         {"num_docs", "avg_doc_len", "df"}; avg_doc_len is computed as bm25s computes it (the
         float64 mean of integer lengths, exact below 2**53 words).
     """
-    num, total, df = 0, 0, Counter()
+    num, total = 0, 0
+    df: Counter = Counter()
     for part in parts:
         num += part["num_docs"]
         total += part["total_len"]

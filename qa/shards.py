@@ -51,7 +51,8 @@ def plan_shards(passage_counts: list[int], shards: int) -> list[tuple[int, int]]
         raise UserError(f"--shards {shards} is more than the {len(passage_counts)} articles to "
                         f"index; use at most {len(passage_counts)} shards")
     total = sum(passage_counts)
-    cuts, seen, start = [], 0, 0
+    cuts: list[tuple[int, int]] = []
+    seen, start = 0, 0
     for i, count in enumerate(passage_counts):
         seen += count
         left_articles = len(passage_counts) - (i + 1)
@@ -231,14 +232,14 @@ def load_sharded(index_dir: Path | str, model: str | None = None) -> ShardedInde
         raise IndexLoadError(f"{root}/ was built with {manifest.model} but the model asked for "
                              f"is {model}; rebuild it with --model {model}, or leave --model unset")
     shards, firsts = [], []
-    for e in entries:
-        shard = load(build_dir / e["path"], manifest.model)
+    for entry in entries:
+        shard = load(build_dir / entry["path"], manifest.model)
         meta = (shard.manifest.passages, len(shard.passages))
-        if meta != (e["passages"], e["passages"]):
-            raise IndexLoadError(f"{build_dir / e['path']} holds {meta[1]} passages, the "
-                                 f"collection's manifest says {e['passages']}; {rebuild}")
+        if meta != (entry["passages"], entry["passages"]):
+            raise IndexLoadError(f"{build_dir / entry['path']} holds {meta[1]} passages, the "
+                                 f"collection's manifest says {entry['passages']}; {rebuild}")
         shards.append(shard)
-        firsts.append(e["first_pid"])
+        firsts.append(entry["first_pid"])
     index = ShardedIndex(root, manifest, shards, firsts, corpus)
     for shard, first in zip(shards, firsts):
         index.articles.update(shard.articles)
@@ -287,6 +288,7 @@ def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.nda
     scores = None
     if want:
         if method != "bm25":
+            assert qvec is not None, "dense and hybrid search need the question's vector"
             dense = retriever.dense(qvec, want, allowed)
         if method != "dense":
             scores = retriever.bm25_scores(question)

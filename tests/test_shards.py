@@ -305,3 +305,47 @@ def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, 
         assert passage_rows(index) == passage_rows(engine.index)
         other = QA.open(Settings(index_dir=index_dir), encoder=encoder)
         assert same_answers(engine, other, questions) == []
+
+
+def same_json(one: QA, replies: dict[str, dict], questions: list[dict]) -> list[str]:
+    """As same_answers, for `qa ask --json` objects (from Serve) against one engine's results."""
+    diffs = []
+    for q in questions:
+        key = (id(one), q["id"], "hybrid")
+        if key not in _REFERENCE:
+            _REFERENCE[key] = one.ask(q["question"], k=10)
+        a, b = one.to_json(_REFERENCE[key]), replies[q["id"]]
+        ids_a = [(p["doc_id"], p["char_start"]) for p in a["passages"]]
+        ids_b = [(p["doc_id"], p["char_start"]) for p in b["passages"]]
+        gap = max((abs(x["score"] - y["score"]) for x, y in zip(a["passages"], b["passages"])),
+                  default=0.0)
+        if ids_a != ids_b or gap > 1e-5 or a["answer"] != b["answer"] or a["abstained"] != b["abstained"]:
+            diffs.append(f"{q['id']}: {ids_a[:3]} vs {ids_b[:3]}, gap {gap:.2g}")
+    return diffs
+
+
+@pytest.mark.slow
+def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
+    """`qa serve` on the 2-node cluster (a deployment per shard, an ingress that encodes once and
+    merges): every seeds question gets what the single-machine index answers, through the Python
+    handle and through `qa ask --ray`."""
+    import os
+
+    import ray
+
+    from qa import serve
+
+    try:
+        got = serve.deploy(ray_cluster, sharded[4], Settings(index_dir=sharded[4]))
+        assert got == {"shards": 4, "replicas": 1}
+        replies = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in questions}
+        assert same_json(engine, replies, questions) == []
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        q = questions[0]
+        out = subprocess.run([sys.executable, "-m", "qa.cli", "ask", q["question"], "--k", "10",
+                              "--ray", ray_cluster, "--json"],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout) == replies[q["id"]]
+    finally:
+        ray.shutdown()  # this process was a driver of the cluster the fixture ends
