@@ -29,6 +29,7 @@ from .types import Answer, Hit, Linear, Passage, Span  # noqa: F401  (Passage: r
 
 if TYPE_CHECKING:
     from .reader import ReaderCalibration
+    from .shards import ShardedIndex
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -370,14 +371,16 @@ class Picker:
     """Scores sentences against questions for one loaded index (holds the IDF table), and with
     a reader (qa.reader.Reader), lets it re-read the best candidates."""
 
-    def __init__(self, index: Index, calibration: Calibration,
+    def __init__(self, index: Index | ShardedIndex, calibration: Calibration,
                  reader: SentenceReader | None = None):
         self.index = index
         self.calibration = calibration
         self.reader = reader
-        vocab = index.bm25.vocab_dict
-        df = np.diff(np.asarray(index.bm25.scores["indptr"]))
-        n = max(int(index.bm25.scores.get("num_docs", len(index.passages))), 1)
+        bm25 = index.bm25
+        assert bm25 is not None, "a loaded index has its BM25 statistics"
+        vocab = bm25.vocab_dict
+        df = np.diff(np.asarray(bm25.scores["indptr"]))
+        n = max(int(bm25.scores.get("num_docs", len(index.passages))), 1)
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
         self.idf = {t: math.log(1 + (n - df[i] + 0.5) / (df[i] + 0.5))
                     for t, i in vocab.items() if i < len(df)}
@@ -414,7 +417,9 @@ class Picker:
         kind = question_type(question)
         scores = [h.score for h in top]
         lo, hi = min(scores), max(scores)
-        pcos = (self.index.vectors[[h.passage.pid for h in top]] @ qvec if qvec is not None
+        vectors = self.index.vectors
+        assert vectors is not None, "a loaded index has its vectors"
+        pcos = (vectors[[h.passage.pid for h in top]] @ qvec if qvec is not None
                 else np.zeros(len(top)))
         out: list[Candidate] = []
         seen = set()

@@ -214,7 +214,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
     retriever row."""
     from .embed import load_encoder
     from .engine import QA, open_or_build
-    from .store import make_faiss_index
+    from .store import Index, make_faiss_index
 
     def log(msg):
 
@@ -237,6 +237,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
                            say=lambda _: None)
         summary, index = qa.built, qa.index
         assert summary is not None  # rebuild=True always builds
+        assert isinstance(index, Index)  # bench builds one index, not shards
         passages = len(index.passages)
         texts = [index.embed_text(p) for p in index.passages]
         if bare_sample and bare_sample < len(texts):

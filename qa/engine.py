@@ -33,9 +33,9 @@ from .store import (
     IndexLoadError,
     has_builds,
     index_exists,
-    load,
     recorded_sources,
 )
+from .shards import ShardedIndex, ShardedRetriever, open_index
 from .types import Answer, Hit, Result
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ SETTINGS_READER = object()  # QA's default: the reader that settings.reader name
 class QA:
     """A loaded index and model, ready for questions."""
 
-    def __init__(self, index: Index, encoder: Encoder, settings: Settings, reader=SETTINGS_READER):
+    def __init__(self, index: Index | ShardedIndex, encoder: Encoder, settings: Settings,
+                 reader=SETTINGS_READER):
         """`reader`: a loaded qa.reader.Reader, None for the feature picker alone, or (the
         default) the one `settings.reader` names."""
         if reader is SETTINGS_READER:
@@ -59,7 +60,10 @@ class QA:
         self.index = index
         self.encoder = encoder
         self.settings = settings
-        self.retriever = Retriever(index, encoder)
+        if isinstance(index, ShardedIndex):
+            self.retriever: Retriever | ShardedRetriever = ShardedRetriever(index, encoder)
+        else:
+            self.retriever = Retriever(index, encoder)
         self.calibration = Calibration.from_manifest(index.manifest)
         self.picker = Picker(index, self.calibration, reader)
         self.built: BuildSummary | None = None  # set by open_or_build when it built the index
@@ -78,7 +82,7 @@ class QA:
         from .embed import load_encoder
 
         settings = settings or default_settings()
-        index = load(settings.index_dir, settings.model if check_model else None)
+        index = open_index(settings.index_dir, settings.model if check_model else None)
         if encoder is None or getattr(encoder, "name", None) != index.model:
             encoder = load_encoder(index.model)
         return cls(index, encoder, settings)

@@ -144,7 +144,12 @@ class Retriever:
             scores = masked
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        # Ties at the cut (often passages scoring 0) go to the smaller passage id, and so do ties
+        # in the order: a sharded index (qa.shards) then picks the very same passages.
+        kth = scores[top].min()
+        above = np.flatnonzero(scores > kth)
+        top = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+        top = top[np.lexsort((top, -scores[top]))]
         return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
     def bm25_scores(self, question: str) -> np.ndarray:

@@ -146,7 +146,7 @@ def embed_text(article: Article, passage: Passage, title_context: bool) -> str:
 # ---------------------------------------------------------------- write
 
 def write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
-                vectors: np.ndarray, manifest: dict) -> Path:
+                vectors: np.ndarray, manifest: dict, bm25_corpus: dict | None = None) -> Path:
     """Write one build beside the live one and switch CURRENT to it atomically.
 
     Args:
@@ -155,12 +155,58 @@ def write_build(root: Path, articles: list[Article], passages: list[Passage], te
         texts: what BM25 indexes for each passage (`embed_text`), in passage order.
         vectors: one unit vector per passage.
         manifest: everything but "files", which is added here (sizes and sha256 of each file).
+        bm25_corpus: for one shard of a larger collection, the collection's BM25 statistics
+            (`qa.shards.corpus_bm25_stats`), so this build scores BM25 as the whole collection
+            would; None scores with this build's own passages.
 
     Returns:
         The new build's folder.
     """
-    bm25s = _bm25s()
+    def fill(tmp: Path) -> None:
+        write_build_files(tmp, articles, passages, texts, vectors, manifest, bm25_corpus)
 
+    return publish(root, fill)
+
+
+def write_build_files(folder: Path, articles: list[Article], passages: list[Passage],
+                      texts: list[str], vectors: np.ndarray, manifest: dict,
+                      bm25_corpus: dict | None = None) -> None:
+    """The files of one build (see `write_build`) into an empty folder."""
+    _write_jsonl(folder / "articles.jsonl", (_article_row(a) for a in articles))
+    _write_jsonl(folder / "passages.jsonl", (_passage_row(p) for p in passages))
+    faiss_index = make_faiss_index(vectors, manifest["index_type"])
+    import faiss
+
+    faiss.write_index(faiss_index, str(folder / "index.faiss"))
+    make_bm25(texts, bm25_corpus).save(str(folder / "bm25"))
+    manifest["files"] = {f: _digest(folder / f) for f in FILES}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def make_bm25(texts: list[str], corpus: dict | None = None):
+    """A bm25s index of the texts; with `corpus` (num_docs, avg_doc_len, df), scored with those
+    collection-wide statistics instead of the texts' own (see qa.shards)."""
+    bm25s = _bm25s()
+    retriever = bm25s.BM25()
+    tokens = tokenize(texts)
+    if corpus is not None:
+        from .bm25corpus import corpus_scores
+
+        def with_corpus_stats(unique_token_ids, corpus_token_ids, **_):
+            return corpus_scores(retriever, tokens.vocab, corpus_token_ids, corpus)
+
+        retriever.build_index_from_ids = with_corpus_stats  # one instance, for index() below
+    retriever.index(tokens, show_progress=False)
+    return retriever
+
+
+def publish(root: Path, fill) -> Path:
+    """Make a new build folder under root/builds with `fill(folder)`, then switch CURRENT to it
+    atomically and remove the older builds. A fill that fails leaves the live build as it was.
+
+    Returns:
+        The new build's folder.
+    """
     builds = root / "builds"
     builds.mkdir(exist_ok=True)
     # Unique even for two builds by one process within a second (the app rebuilding, tests).
@@ -168,17 +214,7 @@ def write_build(root: Path, articles: list[Article], passages: list[Passage], te
     tmp = builds / f".{name}.tmp"
     tmp.mkdir()
     try:
-        _write_jsonl(tmp / "articles.jsonl", (_article_row(a) for a in articles))
-        _write_jsonl(tmp / "passages.jsonl", (_passage_row(p) for p in passages))
-        faiss_index = make_faiss_index(vectors, manifest["index_type"])
-        import faiss
-
-        faiss.write_index(faiss_index, str(tmp / "index.faiss"))
-        retriever = bm25s.BM25()
-        retriever.index(tokenize(texts), show_progress=False)
-        retriever.save(str(tmp / "bm25"))
-        manifest["files"] = {f: _digest(tmp / f) for f in FILES}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        fill(tmp)
         _fsync_tree(tmp)
         final = builds / name
         os.rename(tmp, final)
@@ -246,6 +282,11 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     root = Path(index_dir)
     rebuild = f"run `qa build --index {root}` to rebuild it"
     build_dir, raw = _read_manifest(root, rebuild)
+    if raw.get("kind") == "sharded":
+        shards = ", ".join(e.get("path", "?") for e in raw.get("shards", []))
+        raise IndexLoadError(f"{root}/ is a sharded index ({shards}); open it with qa.engine.QA.open "
+                             f"or `qa ask --index {root}`, or one shard with `qa ask --index "
+                             f"{build_dir}/shard-000`")
     version = raw["format_version"]
     if version != FORMAT_VERSION:
         raise IndexLoadError(f"{root}/ has index format {version}, this qa {__version__} reads format "
