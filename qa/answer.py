@@ -14,15 +14,22 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .settings import UserError
 from .store import Index, Manifest
 from .text import english_stemmer, stems
-from .types import Answer, Hit, Passage, Span  # noqa: F401  (Passage: rescore's example)
+from .types import Answer, Hit, Linear, Passage, Span  # noqa: F401  (Passage: rescore's example)
+
+if TYPE_CHECKING:
+    from .reader import ReaderCalibration
+    from .shards import ShardedIndex
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -71,35 +78,97 @@ class Calibration:
     the snippet grows to at most `max_run` adjacent sentences to hold `run_mass` (see Picker.run).
     """
 
-    sentence: dict
-    confidence: dict
+    sentence: Linear
+    confidence: Linear
     threshold: float
     passages: int
     max_run: int = 1
     run_mass: float = 1.0
 
-    @classmethod
-    def from_manifest(cls, manifest: Manifest) -> Calibration:
-        """The manifest's "answer" block, or the packaged defaults for an index built before it."""
-        return cls.from_block(manifest.answer)
+    def __post_init__(self) -> None:
+        assert self.sentence.features == SENTENCE_FEATURES, self.sentence.features
+        assert self.confidence.features == CONFIDENCE_FEATURES, self.confidence.features
 
     @classmethod
-    def from_block(cls, c: dict) -> Calibration:
+    def from_manifest(cls, manifest: Manifest, where: Path | str = "the index manifest"
+                      ) -> Calibration:
+        """The manifest's "answer" block, or the packaged defaults for an index built before it.
+
+        Raises:
+            UserError: a malformed block, naming `where` (the manifest) and the fix.
+        """
+        return cls.from_block(manifest.answer, where)
+
+    @classmethod
+    def from_block(cls, c: Mapping[str, Any], where: Path | str = "the index manifest"
+                   ) -> Calibration:
         """A manifest's "answer" block; the packaged defaults when it is empty or incomplete."""
         if "sentence" not in c or "confidence" not in c:
-            c = packaged_calibration()
-        return cls.from_dict(c)
+            return packaged_calibration()
+        try:
+            return cls.from_dict(c)
+        except ValueError as e:
+            raise UserError(f"the answer calibration in {where} is malformed ({e}); rebuild the "
+                            f"index with `qa build`") from None
 
     @classmethod
-    def from_dict(cls, c: dict) -> Calibration:
-        return cls(sentence=c["sentence"], confidence=c["confidence"],
-                   threshold=float(c["threshold"]), passages=int(c["passages"]),
-                   max_run=int(c.get("max_run", 1)), run_mass=float(c.get("run_mass", 1.0)))
+    def from_dict(cls, c: Mapping[str, Any]) -> Calibration:
+        """The calibration of parsed JSON (qa/calibration.json, a manifest's "answer" block).
+
+        Raises:
+            ValueError: a missing field or one of the wrong type, named.
+        """
+        if not isinstance(c, Mapping):
+            raise ValueError(f"expected an object, got {type(c).__name__}")
+        missing = [k for k in ("sentence", "confidence", "threshold", "passages") if k not in c]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        try:
+            sentence = Linear.from_json(c["sentence"], SENTENCE_FEATURES)
+        except ValueError as e:
+            raise ValueError(f"sentence: {e}") from None
+        try:
+            confidence = Linear.from_json(c["confidence"], CONFIDENCE_FEATURES)
+        except ValueError as e:
+            raise ValueError(f"confidence: {e}") from None
+        threshold, passages = c["threshold"], c["passages"]
+        max_run, run_mass = c.get("max_run", 1), c.get("run_mass", 1.0)
+        if not _number(threshold) or not 0 <= threshold <= 1:
+            raise ValueError(f"'threshold' must be a number in [0, 1], got {threshold!r}")
+        for name, value in (("passages", passages), ("max_run", max_run)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name!r} must be a whole number of at least 1, got {value!r}")
+        if not _number(run_mass) or not 0 <= run_mass <= 1:
+            raise ValueError(f"'run_mass' must be a number in [0, 1], got {run_mass!r}")
+        return cls(sentence=sentence, confidence=confidence, threshold=float(threshold),
+                   passages=passages, max_run=max_run, run_mass=float(run_mass))
+
+    def to_dict(self) -> dict:
+        """The JSON form, as `qa calibrate` writes it."""
+        return {"passages": self.passages, "max_run": self.max_run, "run_mass": self.run_mass,
+                "sentence": self.sentence.to_json(), "confidence": self.confidence.to_json(),
+                "threshold": self.threshold}
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 @lru_cache(maxsize=1)
-def packaged_calibration() -> dict:
-    return json.loads(PACKAGED_CALIBRATION.read_text())
+def packaged_calibration() -> Calibration:
+    """qa/calibration.json, which every new index copies into its manifest.
+
+    Raises:
+        UserError: the file is missing or malformed, named with the fix.
+    """
+    try:
+        return Calibration.from_dict(json.loads(PACKAGED_CALIBRATION.read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{PACKAGED_CALIBRATION} is missing; reinstall qa or run `qa calibrate`"
+                        ) from None
+    except ValueError as e:
+        raise UserError(f"{PACKAGED_CALIBRATION} is not an answer calibration ({e}); reinstall qa "
+                        f"or run `qa calibrate`") from None
 
 
 def question_type(question: str) -> str | None:
@@ -121,10 +190,17 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
     """
     if kind is None:
         return None
+    found = _candidates(sentence, kind, question)
+    return found[0] if found else None
+
+
+def _candidates(sentence: str, kind: str, question: str) -> list[Span]:
+    """Every span of the asked-for kind that the question does not already name (entity_span's
+    rules), in order."""
     asked = _asked(question)
     first_word_end = len(sentence.split(" ", 1)[0])
-    # A date is no amount: "how much ..." is not answered by the 17 of "May 17" or by "2019".
     dates = ([m.span() for m in ENTITY["date"].finditer(sentence)] if kind == "number" else [])
+    out: list[Span] = []
     for m in ENTITY[kind].finditer(sentence):
         text = m.group(0).strip()
         if not text or not any(ch.isalnum() for ch in text):
@@ -135,9 +211,76 @@ def entity_span(sentence: str, kind: str | None, question: str) -> Span | None:
         if words and (words <= asked or set(english_stemmer().stemWords(list(words))) <= asked):
             continue
         if kind in ("person", "place") and m.start() < first_word_end and " " not in text:
-            continue  # a capitalised first word is no name
+            continue
         start = m.start() + (len(m.group(0)) - len(m.group(0).lstrip()))
-        return start, start + len(text)
+        out.append((start, start + len(text)))
+    return out
+
+
+_LIST_SEP = re.compile(r",\s*(?:and\s+)?|\s+and\s+")
+_HOW_MANY = re.compile(r"\b(?i:how many)\s+((?:[A-Za-z][\w-]*\s+){0,3}?[A-Za-z][\w-]*)"
+                       r"(?=\s+(?:did|do|does|were|was|are|is|has|have|had|will|would|can|could|"
+                       r"in|of|at|on|for|from|that|there|by|does|[A-Z]\w*)\b|\s*[?.,]|$)")
+
+
+def counted(question: str) -> list[str]:
+    """The stems of what a "how many ..." question counts; [] for any other question.
+
+    >>> counted("How many high-tech enterprises did Foshan have in 2020?")
+    ['high', 'tech', 'enterpris']
+    >>> counted("How many SMEs were located in the zone?"), counted("How much did it cost?")
+    (['smes'], [])
+    """
+    m = _HOW_MANY.search(question)
+    return stems(m.group(1)) if m else []
+
+
+def asked_number(text: str, question: str) -> Span | None:
+    """The number in `text` that counts what a "how many ..." question asks about, when the
+    words say so: the number followed within a few words by the counted thing's head noun (the
+    most of its words wins), or, in a "... A and B were 1 and 2 respectively" sentence, the
+    number in the position of the item that names the counted thing. None otherwise (the
+    caller then takes the first number).
+
+    >>> t = "Foshan had 1,323 small firms and 5,718 high-tech enterprises."
+    >>> s = asked_number(t, "How many high-tech enterprises did Foshan have?"); t[s[0]:s[1]]
+    '5,718'
+    >>> t = "The number of small firms and high-tech enterprises were 1,323 and 2,931 respectively."
+    >>> s = asked_number(t, "How many high-tech enterprises were there?"); t[s[0]:s[1]]
+    '2,931'
+    >>> asked_number(t, "How many SMEs were there?") is None
+    True
+    """
+    thing = counted(question)
+    if not thing:
+        return None
+    head, want = thing[-1], set(thing)
+    spans = _candidates(text, "number", question)
+    best, best_score = None, 0
+    for a, b in spans:
+        after = english_stemmer().stemWords([w.lower() for w in _WORD.findall(text[b:])][:len(want) + 2])
+        score = len(want & set(after)) if head in after else 0
+        if score > best_score:
+            best, best_score = (a, b), score
+    if best is not None:
+        return best
+    # "X and Y ... were 1 and 2, respectively": the i-th number belongs to the i-th item.
+    for m in re.finditer(r"\brespectively\b", text):
+        group = [sp for sp in spans if sp[1] <= m.start()]
+        run = group[-1:]
+        for sp in reversed(group[:-1]):  # the numbers listed just before "respectively"
+            if _LIST_SEP.fullmatch(text[sp[1]:run[0][0]]):
+                run.insert(0, sp)
+            else:
+                break
+        if len(run) < 2:
+            continue
+        items = _LIST_SEP.split(text[:run[0][0]])[-len(run):]
+        if len(items) < len(run):
+            continue
+        hits = [len(want & set(stems(item))) if head in stems(item) else 0 for item in items]
+        if max(hits) > 0 and hits.count(max(hits)) == 1:
+            return run[hits.index(max(hits))]
     return None
 
 
@@ -170,6 +313,47 @@ def rescore(order: list[Hit], best_of: dict[int, float], rest: list[Hit]) -> lis
     return out
 
 
+class SentenceReader(Protocol):
+    """What the picker needs of a reader: qa.reader.Reader, `qa calibrate`'s memo of one, or a
+    test's fake. Its calibration is None only while `qa calibrate --reader` fits it."""
+
+    calibration: ReaderCalibration | None
+
+    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Logits for (title, sentence) pairs, higher = more likely the answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A question's content stems with their IDF weights (unknown stems weigh the most)."""
+
+    question: str
+    weights: dict[str, float]
+    total: float
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """One sentence of the top passages, competing to be the answer.
+
+    `span` is the sentence in article offsets, `index` its place among the passage's sentences,
+    `kind` the kind of answer the question asks for, and `features` its SENTENCE_FEATURES.
+    """
+
+    hit: Hit
+    span: Span
+    text: str
+    kind: str | None
+    index: int
+    features: dict[str, float]
+    terms: Terms
+
+    @property
+    def doc_id(self) -> str:
+        return self.hit.passage.doc_id
+
+
 @dataclass(frozen=True)
 class Picked:
     """What the picker decided: hits re-ordered, the best answer, its confidence, the best
@@ -187,13 +371,16 @@ class Picker:
     """Scores sentences against questions for one loaded index (holds the IDF table), and with
     a reader (qa.reader.Reader), lets it re-read the best candidates."""
 
-    def __init__(self, index: Index, calibration: Calibration, reader=None):
+    def __init__(self, index: Index | ShardedIndex, calibration: Calibration,
+                 reader: SentenceReader | None = None):
         self.index = index
         self.calibration = calibration
         self.reader = reader
-        vocab = index.bm25.vocab_dict
-        df = np.diff(np.asarray(index.bm25.scores["indptr"]))
-        n = max(int(index.bm25.scores.get("num_docs", len(index.passages))), 1)
+        bm25 = index.bm25
+        assert bm25 is not None, "a loaded index has its BM25 statistics"
+        vocab = bm25.vocab_dict
+        df = np.diff(np.asarray(bm25.scores["indptr"]))
+        n = max(int(bm25.scores.get("num_docs", len(index.passages))), 1)
         self.max_idf = math.log(1 + (n + 0.5) / 0.5)
         self.idf = {t: math.log(1 + (n - df[i] + 0.5) / (df[i] + 0.5))
                     for t, i in vocab.items() if i < len(df)}
@@ -213,8 +400,9 @@ class Picker:
             got = self._article_stems[doc_id] = set(stems(self.index.articles[doc_id].text))
         return got
 
-    def candidates(self, question: str, qvec: np.ndarray | None, hits: list[Hit]) -> list[dict]:
-        """One feature dict per sentence of the top passages (a sentence shared by overlapping
+    def candidates(self, question: str, qvec: np.ndarray | None, hits: list[Hit]
+                   ) -> list[Candidate]:
+        """One Candidate per sentence of the top passages (a sentence shared by overlapping
         passages counts once, for the better-ranked passage)."""
         top = hits[:self.calibration.passages]
         if not top:
@@ -223,14 +411,18 @@ class Picker:
         q_set = set(q)
         weights = {t: self.idf.get(t, self.max_idf) for t in q}
         total = sum(weights.values()) or 1.0
+        terms = Terms(question, weights, total)
         q_pairs = set(zip(q, q[1:])) if len(q) > 1 else set()
         q_pref = {t[:PREFIX]: w for t, w in weights.items()}
         kind = question_type(question)
         scores = [h.score for h in top]
         lo, hi = min(scores), max(scores)
-        pcos = (self.index.vectors[[h.passage.pid for h in top]] @ qvec if qvec is not None
+        vectors = self.index.vectors
+        assert vectors is not None, "a loaded index has its vectors"
+        pcos = (vectors[[h.passage.pid for h in top]] @ qvec if qvec is not None
                 else np.zeros(len(top)))
-        out, seen = [], set()
+        out: list[Candidate] = []
+        seen = set()
         for hit, cos in zip(top, pcos):
             spans = hit.passage.sentences
             doc = hit.passage.doc_id
@@ -244,8 +436,7 @@ class Picker:
                 near = s.union(*words[max(0, j - 1):j + 2])
                 text = self.index.articles[doc].text[a:b]
                 pairs = set(zip(words[j], words[j][1:]))
-                out.append({
-                    "hit": hit, "span": (a, b), "text": text, "kind": kind, "index": j,
+                out.append(Candidate(hit, (a, b), text, kind, j, {
                     "wov": sum(w for t, w in weights.items() if t in s) / total,
                     "ov": len(s & q_set) / len(q) if q else 0.0,
                     "pref": sum(w for t, w in q_pref.items() if t in s_pref) / total,
@@ -258,40 +449,39 @@ class Picker:
                     "pcos": float(cos),
                     "length": min(len(words[j]), 40) / 40,
                     "novel": len(s - q_set) / len(s) if s else 0.0,
-                    "_weights": weights, "_total": total, "_question": question,
-                })
+                }, terms))
         return out
 
-    def sentence_score(self, c: dict) -> float:
-        w = self.calibration.sentence
-        return w["bias"] + sum(w["weights"][f] * c[f] for f in SENTENCE_FEATURES)
+    def sentence_score(self, c: Candidate) -> float:
+        return self.calibration.sentence.score(c.features)
 
-    def confidence_features(self, best: dict, scored: list[tuple[float, dict]]) -> dict:
+    def confidence_features(self, best: Candidate, scored: list[tuple[float, Candidate]]
+                            ) -> dict[str, float]:
         """Question-level features of the winning sentence, for the abstention model."""
-        others = [s for s, c in scored if c["hit"].passage.doc_id != best["hit"].passage.doc_id]
-        article = self.article_stems(best["hit"].passage.doc_id)
-        weights, total = best["_weights"], best["_total"]
-        doc = best["hit"].passage.doc_id
-        spans = best["hit"].passage.sentences
-        j = best["index"]
+        others = [s for s, c in scored if c.doc_id != best.doc_id]
+        article = self.article_stems(best.doc_id)
+        weights, total = best.terms.weights, best.terms.total
+        doc = best.doc_id
+        spans = best.hit.passage.sentences
+        j = best.index
         near = set().union(*(self.sentence_stems(doc, a, b) for a, b in spans[max(0, j - 1):j + 2]))
         near_pref = {t[:PREFIX] for t in near}
         missing = [w for t, w in weights.items() if t not in near and t[:PREFIX] not in near_pref]
         a, b = spans[max(0, j - 1)][0], spans[min(len(spans) - 1, j + 1)][1]
         window_text = self.index.articles[doc].text[a:b]
-        numbers = _DIGITS.findall(best["_question"])
+        numbers = _DIGITS.findall(best.terms.question)
         return {
             "best": scored[0][0],
             "window": 1.0 - sum(missing) / total,
             "maxmiss": max(missing, default=0.0) / self.max_idf,
             "nummiss": (sum(n not in window_text for n in numbers) / len(numbers)) if numbers else 0.0,
             "margin": scored[0][0] - (max(others) if others else scored[0][0] - 1.0),
-            "pcos": best["pcos"],
-            "wov": best["wov"],
+            "pcos": best.features["pcos"],
+            "wov": best.features["wov"],
             "cover": sum(w for t, w in weights.items() if t in article) / total,
             "oov": sum(w for t, w in weights.items() if t not in self.idf) / total,
-            "type_missing": 1.0 if best["kind"] and not best["type"] else 0.0,
-            "untyped": best["untyped"],
+            "type_missing": 1.0 if best.kind and not best.features["type"] else 0.0,
+            "untyped": best.features["untyped"],
         }
 
     def pick(self, question: str, qvec: np.ndarray | None, hits: list[Hit]) -> Picked:
@@ -312,13 +502,14 @@ class Picker:
             return Picked(tuple(hits), None, 0.0)
         scored = sorted(((self.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
         by_features = scored
+        read: dict[str, float] = {}
         if self.reader is not None:
             scored, read = self.read(question, scored)
         best_of: dict[int, float] = {}
         sentences: dict[int, Span] = {}
         for s, c in scored:
-            best_of.setdefault(c["hit"].passage.pid, s)
-            sentences.setdefault(c["hit"].passage.pid, c["span"])
+            best_of.setdefault(c.hit.passage.pid, s)
+            sentences.setdefault(c.hit.passage.pid, c.span)
         top = hits[:self.calibration.passages]
         order = sorted(top, key=lambda h: (-best_of.get(h.passage.pid, -math.inf), h.rank))
         reranked = rescore(order, best_of, hits[len(top):])
@@ -328,21 +519,25 @@ class Picker:
             by_features = [x for x in by_features if x[1] is best] + \
                 [x for x in by_features if x[1] is not best]
         features = self.confidence_features(best, by_features)
-        c = self.calibration.confidence
-        z = c["bias"] + sum(c["weights"][f] * features[f] for f in CONFIDENCE_FEATURES)
-        if self.reader is not None:
+        z = self.calibration.confidence.score(features)
+        reader_calibration = self.reader.calibration if self.reader is not None else None
+        if reader_calibration is not None:
             features = {**features, **read, "feature_z": z}
-            confidence = self.reader.calibration.probability(features)
+            confidence = reader_calibration.probability(features)
         else:
             confidence = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
         a, b = self.run(best, scored)
-        text = self.index.articles[best["hit"].passage.doc_id].text[a:b]
-        local = entity_span(best["text"], best["kind"], question)
-        if local:
-            local = (local[0] + best["span"][0] - a, local[1] + best["span"][0] - a)
-        else:
-            local = entity_span(text, best["kind"], question)
-        hit = best["hit"]
+        text = self.index.articles[best.doc_id].text[a:b]
+        # A count: the number the question's words point at, anywhere in the snippet; else the
+        # first span of the asked-for kind in the best sentence, then in the snippet.
+        local = asked_number(text, question) if best.kind == "number" else None
+        if local is None:
+            local = entity_span(best.text, best.kind, question)
+            if local:
+                local = (local[0] + best.span[0] - a, local[1] + best.span[0] - a)
+            else:
+                local = entity_span(text, best.kind, question)
+        hit = best.hit
         answer = Answer(text=text, doc_id=hit.passage.doc_id, char_start=a, char_end=b,
                         passage_rank=new_rank[hit.passage.pid], confidence=round(confidence, 4),
                         highlight=(a + local[0], a + local[1]) if local else None)
@@ -351,10 +546,12 @@ class Picker:
     @property
     def threshold(self) -> float:
         """Abstain below this confidence."""
-        return self.reader.calibration.threshold if self.reader else self.calibration.threshold
+        if self.reader is not None and self.reader.calibration is not None:
+            return self.reader.calibration.threshold
+        return self.calibration.threshold
 
-    def read(self, question: str, scored: list[tuple[float, dict]]
-             ) -> tuple[list[tuple[float, dict]], dict[str, float]]:
+    def read(self, question: str, scored: list[tuple[float, Candidate]]
+             ) -> tuple[list[tuple[float, Candidate]], dict[str, float]]:
         """The reader re-reads the best candidates by feature score.
 
         Returns:
@@ -362,10 +559,11 @@ class Picker:
             score as if it gave them one less than its lowest logit), and the reader's
             confidence features (its logits for the winner and the runner-up).
         """
+        assert self.reader is not None and self.reader.calibration is not None
         rc = self.reader.calibration
         top = scored[:rc.candidates]
-        logits = self.reader.score(question, [(self.index.articles[c["hit"].passage.doc_id].title,
-                                               c["text"]) for _, c in top])
+        logits = self.reader.score(question, [(self.index.articles[c.doc_id].title, c.text)
+                                              for _, c in top])
         floor = float(logits.min()) - 1.0
         combined = [(rc.feature * s + rc.reader * float(x), i, c, float(x))
                     for i, ((s, c), x) in enumerate(zip(top, logits))]
@@ -376,7 +574,7 @@ class Picker:
         return ([(s, c) for s, _, c, _ in combined],
                 {"read_best": combined[0][3], "read_second": second})
 
-    def run(self, best: dict, scored: list[tuple[float, dict]]) -> Span:
+    def run(self, best: Candidate, scored: list[tuple[float, Candidate]]) -> Span:
         """The shortest run of adjacent sentences around the best one (at most `max_run`) that
         holds `run_mass` of the probability that a sentence answers (a softmax over all
         candidates); the best sentence alone when no run reaches it.
@@ -386,15 +584,14 @@ class Picker:
         """
         max_run, need = self.calibration.max_run, self.calibration.run_mass
         if max_run <= 1:
-            return best["span"]
+            return best.span
         top = scored[0][0]
         weights = [math.exp(s - top) for s, _ in scored]
         total = sum(weights)
-        doc = best["hit"].passage.doc_id
-        mass = {c["span"]: w / total for w, (_, c) in zip(weights, scored)
-                if c["hit"].passage.doc_id == doc}
-        spans = best["hit"].passage.sentences
-        j = best["index"]
+        doc = best.doc_id
+        mass = {c.span: w / total for w, (_, c) in zip(weights, scored) if c.doc_id == doc}
+        spans = best.hit.passage.sentences
+        j = best.index
         for length in range(1, max_run + 1):
             runs = [spans[i:i + length] for i in range(max(0, j - length + 1), j + 1)
                     if i + length <= len(spans)]
@@ -403,4 +600,4 @@ class Picker:
             got = max(runs, key=lambda r: sum(mass.get(s, 0.0) for s in r))
             if sum(mass.get(s, 0.0) for s in got) >= need:
                 return got[0][0], got[-1][1]
-        return best["span"]
+        return best.span

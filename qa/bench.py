@@ -31,10 +31,9 @@ from pathlib import Path
 
 from .evaluation.metrics import percentile
 from .evaluation.report import markdown_table
-from .settings import ROOT, SEEDS, Settings, UserError
+from .settings import QUESTIONS, SEEDS, Settings, UserError
 
 DEFAULT_SIZES = "seeds,1000,10000,100000"
-QUESTIONS = ROOT / "tests" / "questions.jsonl"
 WARMUP = 5
 K = 5
 CHARS_PER_PASSAGE = 600  # a guess used to take enough BEIR documents for a size
@@ -64,7 +63,8 @@ def seed_corpus(n: int, seed: int = 0, sources: Path = SEEDS) -> list[dict]:
     if not pools:
         raise UserError(f"no seed sentences in {sources}; pass --beir DIR for a corpus")
     rng = random.Random(seed)
-    rows, seen = [], set()
+    rows: list[dict] = []
+    seen: set[str] = set()
     while len(rows) < n:
         title, sents = pools[rng.randrange(len(pools))]
         picked = rng.sample(sents, min(len(sents), rng.randint(2, 3)))
@@ -99,16 +99,23 @@ def beir_corpus(folder: Path, n: int) -> list[dict]:
     return rows
 
 
-def bench_questions(beir: Path | None, limit: int = 500) -> list[str]:
-    """The questions timed: tests/questions.jsonl, or the BEIR queries."""
+def bench_questions(beir: Path | None, limit: int = 500,
+                    questions: Path = QUESTIONS) -> list[str]:
+    """The questions timed: the BEIR queries, or a question file (default: the packaged seeds'
+    questions, the same as tests/questions.jsonl).
+
+    Raises:
+        UserError: a missing or malformed file.
+    """
+    from .evaluation.data import load_questions
+
     if beir:
         path = Path(beir) / "queries.jsonl"
         if not path.is_file():
             raise UserError(f"{path} does not exist; --beir needs a folder in the BEIR layout")
         rows = [json.loads(line)["text"] for line in path.open(encoding="utf-8") if line.strip()]
     else:
-        rows = [json.loads(line)["question"] for line in QUESTIONS.open(encoding="utf-8")
-                if line.strip()]
+        rows = [q.question for q in load_questions(questions)]
     return rows[:limit]
 
 
@@ -180,8 +187,9 @@ def ann_figures(vectors, queries, rounds: int) -> dict[str, dict]:
             index = faiss.index_factory(dim, f"IVF{nlist},Flat", faiss.METRIC_INNER_PRODUCT)
             index.train(vectors)
             index.add(vectors)
-            index.nprobe = max(1, min(nlist, 16))
-            params = {"nlist": nlist, "nprobe": index.nprobe}
+            # index_factory returns the concrete IndexIVFFlat; faiss's stubs say Index
+            index.nprobe = max(1, min(nlist, 16))  # type: ignore[attr-defined]
+            params = {"nlist": nlist, "nprobe": index.nprobe}  # type: ignore[attr-defined]
         else:
             index = make_faiss_index(vectors, kind)
             params = {"M": HNSW_M, "ef_search": index.hnsw.efSearch} if kind == "HNSW" else {}
@@ -201,12 +209,12 @@ def disk_bytes(folder: Path) -> int:
 
 
 def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | None,
-            workdir: str) -> list[dict]:
+            workdir: str, questions: Path = QUESTIONS) -> list[dict]:
     """Every figure of one corpus size (or "seeds"); runs in its own process. One dict per
     retriever row."""
     from .embed import load_encoder
     from .engine import QA, open_or_build
-    from .store import make_faiss_index
+    from .store import Index, make_faiss_index
 
     def log(msg):
 
@@ -219,7 +227,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         else:
             corpus = folder / "corpus.jsonl"
             with corpus.open("w", encoding="utf-8") as f:
-                for r in beir_corpus(beir, size) if beir else seed_corpus(size):
+                for r in beir_corpus(beir, int(size)) if beir else seed_corpus(int(size)):
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
         encoder = load_encoder(Settings().model)
         encoder.encode(["warm up the model"] * 8)
@@ -228,6 +236,8 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         qa = open_or_build(settings, [corpus], rebuild=True, progress=False, encoder=encoder,
                            say=lambda _: None)
         summary, index = qa.built, qa.index
+        assert summary is not None  # rebuild=True always builds
+        assert isinstance(index, Index)  # bench builds one index, not shards
         passages = len(index.passages)
         texts = [index.embed_text(p) for p in index.passages]
         if bare_sample and bare_sample < len(texts):
@@ -244,7 +254,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
 
         reader = qa.picker.reader
         plain = QA(index, encoder, settings, reader=None)  # the feature picker alone (--reader none)
-        questions = bench_questions(beir)
+        asked = bench_questions(beir, questions=questions)
         log(f"timing {rounds} questions per retriever")
         results: list[dict] = []
         chosen = index.manifest.index_type
@@ -253,22 +263,22 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
         other_index = make_faiss_index(index.vectors, other)
         other_build_s = time.perf_counter() - started
         chosen_index = index.faiss_index
-        bm25 = timed(lambda q: qa.retriever.search(q, k=K, method="bm25"), questions, rounds)
+        bm25 = timed(lambda q: qa.retriever.search(q, k=K, method="bm25"), asked, rounds)
         for kind, faiss_index in ((chosen, chosen_index), (other, other_index)):
             index.faiss_index = faiss_index
-            dense = timed(lambda q: qa.retriever.search(q, k=K, method="dense"), questions, rounds)
-            hybrid = timed(lambda q: plain.ask(q, k=K, retriever="hybrid"), questions, rounds)
+            dense = timed(lambda q: qa.retriever.search(q, k=K, method="dense"), asked, rounds)
+            hybrid = timed(lambda q: plain.ask(q, k=K, retriever="hybrid"), asked, rounds)
             results.append({"retriever": "dense", "index_type": kind, **percentiles(dense)})
             results.append({"retriever": "hybrid+answer", "index_type": kind, **percentiles(hybrid)})
             if reader is not None:
-                read = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), questions, rounds)
+                read = timed(lambda q: qa.ask(q, k=K, retriever="hybrid"), asked, rounds)
                 results.append({"retriever": "hybrid+reader", "index_type": kind,
                                 **percentiles(read)})
         index.faiss_index = chosen_index
         results.insert(0, {"retriever": "bm25", "index_type": "-", **percentiles(bm25)})
-        qvecs = encoder.encode(questions)
+        qvecs = encoder.encode(asked)
         ann = ann_figures(index.vectors, qvecs, rounds)
-        split = latency_split(qa, questions, rounds)
+        split = latency_split(qa, asked, rounds)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         common = {
             "size": size, "corpus": (str(beir) if beir else "seeds (synthetic)"
@@ -280,7 +290,7 @@ def measure(size: int | str, beir: Path | None, rounds: int, bare_sample: int | 
             "build_vs_encode": round(build_rate / bare_rate, 3),
             f"{other.lower()}_build_s": round(other_build_s, 2),
             "peak_rss_mb": round(peak, 1), "index_mb": round(on_disk / 2 ** 20, 2),
-            "faiss_mb": round(faiss_bytes / 2 ** 20, 2), "questions": len(questions),
+            "faiss_mb": round(faiss_bytes / 2 ** 20, 2), "questions": len(asked),
             "rounds": rounds, "k": K, "load_average": round(os.getloadavg()[0], 2),
             "faiss_search": ann, "split_p50_ms": split,
         }
@@ -331,7 +341,7 @@ def table(rows: list[dict]) -> str:
 
 def crossover(rows: list[dict]) -> str:
     """Where exact search stops being cheap: Flat's per-query cost, extrapolated linearly."""
-    sizes = {}
+    sizes: dict[int, dict] = {}
     for r in rows:
         sizes.setdefault(r["passages"], r["faiss_search"])
     if not sizes:
@@ -390,6 +400,10 @@ def add_arguments(p) -> None:
                         f"(default {DEFAULT_SIZES})")
     p.add_argument("--beir", type=Path, metavar="DIR",
                    help="take the corpus and queries from a BEIR folder (default: made from the seeds)")
+    p.add_argument("--question-file", type=Path, default=QUESTIONS, metavar="FILE",
+                   help="questions timed on the seeds and the corpora made from them, one JSON object "
+                        "a line as for `qa eval` (default: the packaged seeds' questions; --beir "
+                        "corpora are timed with their own queries)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON array, one object per size and retriever")
     p.add_argument("--rounds", type=int, default=200,
@@ -432,6 +446,7 @@ def run(args) -> int:
     if args.beir and not (args.beir / "corpus.jsonl").is_file():
         raise UserError(f"{args.beir}/corpus.jsonl does not exist; --beir needs a folder in the "
                         f"BEIR layout (corpus.jsonl, queries.jsonl)")
+    bench_questions(None, questions=args.question_file)  # a bad file fails before any build
     args.out.mkdir(parents=True, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="qa-bench-")
     rows: list[dict] = []
@@ -440,7 +455,7 @@ def run(args) -> int:
             # A fresh process per size: its peak RSS is this size's alone.
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
                 rows += pool.submit(measure, size, args.beir, args.rounds, args.bare_sample,
-                                    workdir).result()
+                                    workdir, args.question_file).result()
             (args.out / "bench.json").write_text(json.dumps(rows, indent=2))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

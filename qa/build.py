@@ -9,15 +9,18 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from . import __version__
 from .chunk import chunk
 from .ingest import ingest
 from .settings import Settings, UserError
 from .store import (FORMAT_VERSION, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FROM, HNSW_M,
-                    embed_text, fingerprint, lock, writable, write_build)
+                    embed_text, fingerprint, lock, publish, writable, write_build)
 from .types import Article, Passage
+
+if TYPE_CHECKING:
+    from .embed import Encoder
 
 DEFAULT_CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -35,9 +38,13 @@ class BuildSummary:
     index_type: str
 
 
-def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
-          progress: bool = True) -> BuildSummary:
+def build(sources: Iterable[Path | str], settings: Settings, *, encoder: Encoder | None = None,
+          progress: bool = True, shards: int | None = None) -> BuildSummary:
     """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
+
+    Args:
+        shards: split the index into this many shards (qa.shards), built in this process;
+            None for one index. `qa build --ray` builds shards on a Ray cluster (qa.cluster).
 
     Raises:
         UserError: no articles, an unwritable index folder, or another build holding the lock.
@@ -55,34 +62,47 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder=None,
         articles = {a.doc_id: a for a in report.articles}
         texts = [embed_text(articles[p.doc_id], p, settings.title_context) for p in passages]
         vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
-        index_type = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
-        from .reader import reader_record  # torch is loaded by now
+        manifest = build_record(settings, encoder, folders)
+        if shards is None:
+            index_type = manifest["index_type"] = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
+            manifest |= {"documents": len(report.articles), "passages": len(passages)}
+            if index_type != "HNSW":
+                manifest["hnsw"] = None
+            target = write_build(root, report.articles, passages, texts, vectors, manifest)
+        else:
+            from .shards import write_sharded_in_process
 
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "model": settings.model,
-            "dimension": int(encoder.dim),
-            "metric": "inner_product",
-            "normalized": True,
-            "index_type": index_type,
-            "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
-                     "ef_search": HNSW_EF_SEARCH} if index_type == "HNSW" else None,
-            "documents": len(report.articles),
-            "passages": len(passages),
-            "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
-            "sources": [str(s.resolve()) for s in folders],
-            "source_fingerprint": fingerprint(folders),
-            "package_version": __version__,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
-            "reader": reader_record(settings.reader),
-        }
-        target = write_build(root, report.articles, passages, texts, vectors, manifest)
+            index_type = f"{shards} shards"
+            target = publish(root, lambda tmp: write_sharded_in_process(
+                tmp, manifest, report.articles, passages, texts, vectors, shards))
     return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
                         time.perf_counter() - started, target, index_type)
 
 
-def _chunk_all(articles: list[Article], encoder, settings: Settings) -> list[Passage]:
+def build_record(settings: Settings, encoder: Encoder, folders: list[Path]) -> dict:
+    """The manifest fields every build shares: format, model, chunking, sources, calibration.
+    The counts and index type are the caller's (one index, or each shard)."""
+    from .reader import reader_record  # torch is loaded by now
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": settings.model,
+        "dimension": int(encoder.dim),
+        "metric": "inner_product",
+        "normalized": True,
+        "index_type": "Flat",
+        "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+        "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
+        "sources": [str(s.resolve()) for s in folders],
+        "source_fingerprint": fingerprint(folders),
+        "package_version": __version__,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "answer": json.loads(DEFAULT_CALIBRATION.read_text()) if DEFAULT_CALIBRATION.exists() else {},
+        "reader": reader_record(settings.reader),
+    }
+
+
+def _chunk_all(articles: list[Article], encoder: Encoder, settings: Settings) -> list[Passage]:
     passages: list[Passage] = []
     for article in articles:
         title_cost = (encoder.count_tokens([article.title + ". "])[0]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,20 +26,30 @@ from .answer import (
     PACKAGED_CALIBRATION,
     SENTENCE_FEATURES,
     Calibration,
+    Candidate,
     Picker,
     packaged_calibration,
 )
 from .evaluation.data import Question, load_questions, select
 from .retrieve import Filters
 from .settings import UserError
+from .types import Hit, Linear
+
+if TYPE_CHECKING:
+    from .engine import QA
+    from .reader import Reader, ReaderCalibration
+
+# Per question: the question, its candidate sentences, the hits they came from, its vector.
+Gathered = tuple[Question, list[Candidate], list[Hit], np.ndarray]
 
 
-def gather(qa, questions: list[Question], retriever: str, qvecs: np.ndarray | None = None):
-    """Per question: (question, candidate feature dicts, hits, question vector) from the
-    engine's own retrieval; a question with a `given` article is asked of it alone."""
+def gather(qa: QA, questions: list[Question], retriever: str,
+           qvecs: np.ndarray | None = None) -> list[Gathered]:
+    """Per question: (question, candidates, hits, question vector) from the engine's own
+    retrieval; a question with a `given` article is asked of it alone."""
     if qvecs is None:
         qvecs = qa.encoder.encode([q.question for q in questions])
-    out = []
+    out: list[Gathered] = []
     for q, qvec in zip(questions, qvecs):
         hits = qa.retriever.search(q.question, k=qa.calibration.passages, method=retriever,
                                    qvec=qvec, filters=Filters(doc=q.given) if q.given else None)
@@ -45,31 +57,54 @@ def gather(qa, questions: list[Question], retriever: str, qvecs: np.ndarray | No
     return out
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, names: tuple[str, ...], weight=None,
-                 C: float = 1.0) -> dict:
-    """{"bias", "weights": {name: coef}} of an L2 logistic regression."""
-    from sklearn.linear_model import LogisticRegression
+def fit_logistic(X: np.ndarray, y: np.ndarray, names: tuple[str, ...],
+                 weight: np.ndarray | None = None, C: float = 1.0) -> dict:
+    """{"bias", "weights": {name: coef}} of an L2 logistic regression, the intercept unpenalised.
+
+    The same problem and stopping rule as scikit-learn's LogisticRegression(C=C, max_iter=2000)
+    with its default lbfgs solver: the weighted mean log loss plus ||w||^2 / (2 C sum(weight)),
+    minimised from zeros by L-BFGS-B with gtol 1e-4, so refitting reproduces the shipped
+    coefficients.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import expit, log_expit
 
     if len(set(y.tolist())) < 2:
         raise UserError("calibration needs both positive and negative examples; add answerable "
                         "and unanswerable questions")
-    m = LogisticRegression(C=C, max_iter=2000).fit(X, y, sample_weight=weight)
-    return {"bias": round(float(m.intercept_[0]), 5),
-            "weights": {n: round(float(c), 5) for n, c in zip(names, m.coef_[0])}}
+    n, d = X.shape
+    sw = np.ones(n) if weight is None else np.asarray(weight, dtype=float)
+    l2 = 1.0 / (C * float(sw.sum()))
+    sw = sw / sw.sum()
+    target = y.astype(float)
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        coef, bias = theta[:-1], theta[-1]
+        z = X @ coef + bias
+        value = -np.sum(sw * (target * log_expit(z) + (1 - target) * log_expit(-z)))
+        residual = sw * (expit(z) - target)
+        return (float(value + 0.5 * l2 * coef @ coef),
+                np.append(X.T @ residual + l2 * coef, residual.sum()))
+
+    theta = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                     options={"maxiter": 2000, "maxls": 50, "gtol": 1e-4,
+                              "ftol": 64 * np.finfo(float).eps}).x
+    return {"bias": round(float(theta[-1]), 5),
+            "weights": {k: round(float(c), 5) for k, c in zip(names, theta[:-1])}}
 
 
-def sentence_data(gathered) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sentence_data(gathered: list[Gathered]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of answerable questions that have at least one answer-bearing candidate, with the
     question's number as group."""
     X, y, g = [], [], []
     for n, (q, cands, *_) in enumerate(gathered):
         if not q.answerable or not cands:
             continue
-        labels = [any(a in c["text"] for a in q.answers) for c in cands]
+        labels = [any(a in c.text for a in q.answers) for c in cands]
         if not any(labels) or all(labels):
             continue  # nothing to learn from a question whose candidates all agree
         for c, lab in zip(cands, labels):
-            X.append([c[f] for f in SENTENCE_FEATURES])
+            X.append([c.features[f] for f in SENTENCE_FEATURES])
             y.append(int(lab))
             g.append(n)
     return np.array(X), np.array(y), np.array(g)
@@ -106,7 +141,8 @@ def fit_listwise(X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: tuple[
     return {"bias": 0.0, "weights": {k: round(float(c), 5) for k, c in zip(names, w)}}
 
 
-def confidence_rows(picker: Picker, gathered) -> list[tuple[dict, bool]]:
+def confidence_rows(picker: Picker, gathered: list[Gathered]
+                    ) -> list[tuple[dict[str, float], bool]]:
     """(confidence features of the winning sentence, answerable) per question with candidates;
     a question without candidates always abstains and is left out."""
     rows = []
@@ -127,8 +163,9 @@ def choose_threshold(conf: np.ndarray, answerable: np.ndarray, max_wrong: float)
     return float(np.nextafter(pos[allowed], -np.inf)) if allowed < len(pos) else float(pos[-1])
 
 
-def fit_confidence(rows: list[tuple[dict, bool]], set_of: list[int], names: tuple[str, ...],
-                   max_wrong: float, log=print) -> tuple[dict, float]:
+def fit_confidence(rows: list[tuple[dict[str, float], bool]], set_of: list[int],
+                   names: tuple[str, ...], max_wrong: float,
+                   log: Callable[[str], object] = print) -> tuple[dict, float]:
     """The abstention model over `names` and its threshold.
 
     Every (set, class) weighs the same in total, so a small set of hand-written questions counts
@@ -158,10 +195,11 @@ def fit_confidence(rows: list[tuple[dict, bool]], set_of: list[int], names: tupl
 class _Memo:
     """A reader that remembers its scores: calibration reads each candidate once."""
 
-    def __init__(self, reader, calibration=None):
-        self.reader, self.calibration, self.cache = reader, calibration, {}
+    def __init__(self, reader: Reader, calibration: ReaderCalibration | None = None):
+        self.reader, self.calibration = reader, calibration
+        self.cache: dict[tuple[str, tuple[str, str]], float] = {}
 
-    def score(self, question: str, pairs) -> np.ndarray:
+    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         missing = [p for p in pairs if (question, p) not in self.cache]
         for p, x in zip(missing, self.reader.score(question, missing)):
             self.cache[(question, p)] = float(x)
@@ -193,11 +231,11 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
                 continue
             top = sorted(((qa.picker.sentence_score(c), c) for c in cands),
                          key=lambda x: -x[0])[:candidates]
-            labels = [any(a in c["text"] for a in q.answers) for _, c in top]
+            labels = [any(a in c.text for a in q.answers) for _, c in top]
             if not any(labels) or all(labels):
                 continue
-            logits = memo.score(q.question, [(qa.index.articles[c["hit"].passage.doc_id].title,
-                                              c["text"]) for _, c in top])
+            logits = memo.score(q.question, [(qa.index.articles[c.doc_id].title, c.text)
+                                             for _, c in top])
             for (s, _), x, lab in zip(top, logits, labels):
                 X.append([s, float(x)])
                 y.append(int(lab))
@@ -207,7 +245,7 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
     cal = ReaderCalibration(sha256=reader.sha256, candidates=candidates,
                             feature=combine["weights"]["feature"],
                             reader=combine["weights"]["reader"],
-                            confidence={"bias": 0.0, "weights": dict.fromkeys(READER_FEATURES, 0.0)},
+                            confidence=Linear(0.0, READER_FEATURES, (0.0,) * len(READER_FEATURES)),
                             threshold=0.5)
     memo.calibration = cal
     rows, set_of = [], []
@@ -223,7 +261,9 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
     log(f"reader confidence on {len(rows)} questions ({sum(a for _, a in rows)} answerable): "
         f"{confidence}; threshold {threshold:.4f}")
     return ReaderCalibration(sha256=reader.sha256, candidates=candidates, feature=cal.feature,
-                             reader=cal.reader, confidence=confidence, threshold=round(threshold, 5))
+                             reader=cal.reader,
+                             confidence=Linear.from_json(confidence, READER_FEATURES),
+                             threshold=round(threshold, 5))
 
 
 def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=print,
@@ -237,13 +277,14 @@ def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=prin
         max_wrong: the share of answerable training questions allowed to abstain.
         qvecs: optional question vectors, one array per set (saves encoding them again).
     """
-    base = Calibration.from_dict(packaged_calibration())
+    base = packaged_calibration()
     gathered = [gather(qa, qs, retriever, None if qvecs is None else qvecs[i])
                 for i, (qa, qs) in enumerate(sets)]
     X, y, groups = sentence_data([g for gs in gathered for g in gs])
     sentence = fit_listwise(X, y, groups, SENTENCE_FEATURES)
     log(f"sentence model on {len(X)} sentences: {sentence}")
-    cal = Calibration(sentence=sentence, confidence=base.confidence, threshold=base.threshold,
+    cal = Calibration(sentence=Linear.from_json(sentence, SENTENCE_FEATURES),
+                      confidence=base.confidence, threshold=base.threshold,
                       passages=base.passages, max_run=base.max_run, run_mass=base.run_mass)
     rows, set_of = [], []
     for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):

@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-title-context", action="store_true",
                    help="embed passages without their article title")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--shards", type=int, help="split the index into N shards by article, each a "
+                                              "normal index folder (see README, Ray)")
+    b.add_argument("--ray", metavar="ADDRESS", help="build the shards on the Ray cluster at "
+                                                    "ADDRESS (host:port or auto); needs .[ray]")
     b.set_defaults(run=cmd_build)
 
     a = sub.add_parser("ask", help="answer a question with cited passages")
@@ -61,7 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
                                     "(default: the packaged reader, or QA_READER)")
     a.add_argument("--json", action="store_true", help="print one JSON object")
+    a.add_argument("--ray", metavar="ADDRESS", help="ask the app `qa serve` runs on the Ray "
+                                                    "cluster at ADDRESS; needs .[ray]")
     a.set_defaults(run=cmd_ask)
+
+    s = sub.add_parser("serve", help="run the answering app for a sharded index on a Ray cluster")
+    _common(s)
+    s.add_argument("--ray", metavar="ADDRESS", required=True, help="the cluster (host:port or auto)")
+    s.add_argument("--replicas", type=int, default=1, help="replicas of each shard (default 1)")
+    s.set_defaults(run=cmd_serve)
 
     for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench"),
                          ("calibrate", "qa.calibrate"), ("train-reader", "qa.train_reader")):
@@ -102,8 +114,19 @@ def cmd_build(args) -> int:
     if settings.max_tokens < 16 or settings.overlap < 0:
         raise UserError("--max-tokens must be at least 16 and --overlap at least 0")
     sources = args.sources or [SEEDS]
+    if args.shards is not None and args.shards < 1:
+        raise UserError(f"--shards must be at least 1, got {args.shards}")
     # Skipped files and duplicates were logged, by name, as they were met.
-    summary = build(sources, settings, progress=not args.quiet)
+    if args.ray:
+        if args.shards is None:
+            raise UserError("--ray builds a sharded index; say how many shards with --shards N "
+                            "(e.g. one per node)")
+        from .cluster import build_on_ray
+
+        summary = build_on_ray(sources, settings, address=args.ray, shards=args.shards,
+                               progress=not args.quiet)
+    else:
+        summary = build(sources, settings, progress=not args.quiet, shards=args.shards)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
           f"({summary.index_type}), {len(summary.skipped)} skipped, "
           f"{len(summary.duplicates)} duplicates, {summary.seconds:.1f} s")
@@ -122,6 +145,13 @@ def cmd_ask(args) -> int:
     if args.k is not None:
         check_k(args.k, MAX_K)
     started = time.perf_counter()
+    if args.ray:
+        from .serve import ask
+
+        out = ask(args.ray, args.question, k=args.k, retriever=args.retriever, filters=filters)
+        print(json.dumps(out, ensure_ascii=False, indent=2) if args.json
+              else render(out, time.perf_counter() - started))
+        return 0
     qa = QA.open(settings, check_model=bool(args.model or os.environ.get("QA_MODEL")))
     if qa.index.stale:
         print(f"warning: {settings.index_dir}/ is older than its sources; run `qa build` to "
@@ -135,6 +165,18 @@ def cmd_ask(args) -> int:
         print(json.dumps(out, ensure_ascii=False, indent=2))
     else:
         print(render(out, time.perf_counter() - started))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import deploy
+
+    if args.replicas < 1:
+        raise UserError(f"--replicas must be at least 1, got {args.replicas}")
+    settings = settings_from(args)
+    got = deploy(args.ray, settings.index_dir, settings, replicas=args.replicas)
+    print(f"serving {settings.index_dir} on {args.ray}: {got['shards']} shard deployments x "
+          f"{got['replicas']} replicas and an ingress; ask with `qa ask --ray {args.ray} QUESTION`")
     return 0
 
 

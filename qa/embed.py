@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -30,7 +30,29 @@ def resolve_model(name: str) -> str:
     return name
 
 
-class Encoder:
+@runtime_checkable
+class Encoder(Protocol):
+    """What the pipeline needs of an encoder: SentenceEncoder, or the tests' tiny fake.
+
+    `name` is the model recorded in the manifest, `dim` the vectors' length and
+    `max_seq_length` the word pieces the model reads of one text.
+    """
+
+    name: str
+    dim: int
+    max_seq_length: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text."""
+        ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces of each text, without the special tokens the model adds."""
+        ...
+
+
+class SentenceEncoder:
     """A loaded sentence-transformers model: encodes texts and counts their word pieces."""
 
     def __init__(self, name: str = DEFAULT_MODEL, device: str = "cpu"):
@@ -47,10 +69,15 @@ class Encoder:
                 f"{'' if local else ' (not a local folder, and the hub is offline)'}: "
                 f"{str(e).splitlines()[0]}; pass --model with a sentence-transformers folder "
                 f"or leave it unset for {DEFAULT_MODEL}") from None
-        self.dim = int(self.model.get_embedding_dimension()
-                       if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
-        self.max_seq_length = int(self.model.max_seq_length)
+        dim = (self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
+               else self.model.get_sentence_embedding_dimension())
+        max_seq_length = self.model.max_seq_length
+        if dim is None or max_seq_length is None:
+            raise UserError(f"the embedding model {name!r} does not state its vector size and input "
+                            f"length; pass --model with a sentence-transformers folder that does, "
+                            f"or leave it unset for {DEFAULT_MODEL}")
+        self.dim = int(dim)
+        self.max_seq_length = int(max_seq_length)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
@@ -71,6 +98,6 @@ class Encoder:
 
 
 @lru_cache(maxsize=4)
-def load_encoder(name: str) -> Encoder:
-    """One Encoder per model name per process."""
-    return Encoder(name)
+def load_encoder(name: str) -> SentenceEncoder:
+    """One SentenceEncoder per model name per process."""
+    return SentenceEncoder(name)

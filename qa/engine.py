@@ -33,13 +33,14 @@ from .store import (
     IndexLoadError,
     has_builds,
     index_exists,
-    load,
     recorded_sources,
 )
+from .shards import ShardedIndex, ShardedRetriever, open_index
 from .types import Answer, Hit, Result
 
 if TYPE_CHECKING:
     from .build import BuildSummary
+    from .embed import Encoder
 
 MAX_K = 1000
 SETTINGS_READER = object()  # QA's default: the reader that settings.reader names
@@ -48,7 +49,8 @@ SETTINGS_READER = object()  # QA's default: the reader that settings.reader name
 class QA:
     """A loaded index and model, ready for questions."""
 
-    def __init__(self, index: Index, encoder, settings: Settings, reader=SETTINGS_READER):
+    def __init__(self, index: Index | ShardedIndex, encoder: Encoder, settings: Settings,
+                 reader=SETTINGS_READER):
         """`reader`: a loaded qa.reader.Reader, None for the feature picker alone, or (the
         default) the one `settings.reader` names."""
         if reader is SETTINGS_READER:
@@ -58,14 +60,17 @@ class QA:
         self.index = index
         self.encoder = encoder
         self.settings = settings
-        self.retriever = Retriever(index, encoder)
+        if isinstance(index, ShardedIndex):
+            self.retriever: Retriever | ShardedRetriever = ShardedRetriever(index, encoder)
+        else:
+            self.retriever = Retriever(index, encoder)
         self.calibration = Calibration.from_manifest(index.manifest)
         self.picker = Picker(index, self.calibration, reader)
         self.built: BuildSummary | None = None  # set by open_or_build when it built the index
 
     @classmethod
     def open(cls, settings: Settings | None = None, *, check_model: bool = False,
-             encoder=None) -> QA:
+             encoder: Encoder | None = None) -> QA:
         """Load settings.index_dir with the model it was built with.
 
         Args:
@@ -77,7 +82,7 @@ class QA:
         from .embed import load_encoder
 
         settings = settings or default_settings()
-        index = load(settings.index_dir, settings.model if check_model else None)
+        index = open_index(settings.index_dir, settings.model if check_model else None)
         if encoder is None or getattr(encoder, "name", None) != index.model:
             encoder = load_encoder(index.model)
         return cls(index, encoder, settings)
@@ -201,7 +206,7 @@ def clean_question(question: str) -> tuple[str, list[str]]:
 
 
 def open_or_build(settings: Settings, sources: list[Path] | None = None, *, rebuild: bool = False,
-                  progress: bool = True, encoder=None, say=None) -> QA:
+                  progress: bool = True, encoder: Encoder | None = None, say=None) -> QA:
     """The engine on settings.index_dir, building or rebuilding the index when it is needed.
 
     A missing index is built from `sources` (default seeds/). A stale index (its articles changed)

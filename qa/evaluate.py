@@ -164,6 +164,7 @@ def run(args) -> int:
     if args.beir:
         dataset = load_beir(args.beir, args.split)
         questions = select(dataset.questions, None, args.sample, args.seed)
+        assert dataset.beir_corpus is not None  # load_beir always names its corpus.jsonl
         started = time.perf_counter()
         index, built = beir_index(dataset.beir_corpus, settings, args.index, progress=not args.quiet)
         notes.append(f"{'built' if built else 'reused'} the index of {dataset.beir_corpus} "

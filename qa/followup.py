@@ -155,11 +155,17 @@ def _first_word_start(text: str) -> int:
 
 
 def _matching_name(names: list[str], new: str) -> str | None:
-    """The previous name the new one replaces: one with as many words, else the first."""
+    """The previous name the new one replaces: one with as many words, else any; of those the
+    last, since a question's first name is often a title or an actor and its last the place or
+    owner asked about ("Who is the Party chief of Foshan?" + "And Dongguan?" swaps Foshan).
+
+    >>> _matching_name(["Party", "Foshan"], "Dongguan")
+    'Foshan'
+    """
     if not names:
         return None
     same = [n for n in names if len(n.split()) == len(new.split())]
-    return (same or names)[0]
+    return (same or names)[-1]
 
 
 def _topic_words(previous: str) -> list[str]:

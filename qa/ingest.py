@@ -112,10 +112,10 @@ def source_files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
 
     Hidden files and folders are left out. Raises UserError for no source or a missing one.
     """
-    sources = [Path(s) for s in sources]
-    if not sources:
+    paths = [Path(s) for s in sources]
+    if not paths:
         raise UserError("no source folder given; pass a folder of articles, e.g. `qa build seeds/`")
-    for source in sources:
+    for source in paths:
         if not source.exists():
             raise UserError(f"source {source} does not exist; pass a folder of articles")
         if source.is_file():

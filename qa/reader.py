@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .settings import UserError
+from .types import Linear
 
 PACKAGED_READER = Path(__file__).with_name("reader")
 WEIGHTS = "reader.safetensors"
@@ -86,22 +87,50 @@ class ReaderCalibration:
     candidates: int
     feature: float
     reader: float
-    confidence: dict
+    confidence: Linear
     threshold: float
 
+    def __post_init__(self) -> None:
+        assert self.confidence.features == CONFIDENCE_FEATURES, self.confidence.features
+
     @classmethod
-    def from_dict(cls, c: dict) -> ReaderCalibration:
-        return cls(sha256=str(c["sha256"]), candidates=int(c["candidates"]),
-                   feature=float(c["feature"]), reader=float(c["reader"]),
-                   confidence=c["confidence"], threshold=float(c["threshold"]))
+    def from_dict(cls, c: object) -> ReaderCalibration:
+        """The calibration of a parsed calibration.json.
+
+        Raises:
+            ValueError: a missing field or one of the wrong type, named.
+        """
+        if not isinstance(c, dict):
+            raise ValueError(f"expected an object, got {type(c).__name__}")
+        missing = [k for k in ("sha256", "candidates", "feature", "reader", "confidence",
+                               "threshold") if k not in c]
+        if missing:
+            raise ValueError(f"it lacks {', '.join(missing)}")
+        if not isinstance(c["sha256"], str):
+            raise ValueError(f"'sha256' must be a string, got {c['sha256']!r}")
+        candidates = c["candidates"]
+        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+            raise ValueError(f"'candidates' must be a whole number of at least 1, got {candidates!r}")
+        for name in ("feature", "reader", "threshold"):
+            if not isinstance(c[name], (int, float)) or isinstance(c[name], bool):
+                raise ValueError(f"{name!r} must be a number, got {c[name]!r}")
+        if not 0 <= c["threshold"] <= 1:
+            raise ValueError(f"'threshold' must be in [0, 1], got {c['threshold']!r}")
+        try:
+            confidence = Linear.from_json(c["confidence"], CONFIDENCE_FEATURES)
+        except ValueError as e:
+            raise ValueError(f"confidence: {e}") from None
+        return cls(sha256=c["sha256"], candidates=candidates, feature=float(c["feature"]),
+                   reader=float(c["reader"]), confidence=confidence,
+                   threshold=float(c["threshold"]))
 
     def to_dict(self) -> dict:
         return {"sha256": self.sha256, "candidates": self.candidates, "feature": self.feature,
-                "reader": self.reader, "confidence": self.confidence, "threshold": self.threshold}
+                "reader": self.reader, "confidence": self.confidence.to_json(),
+                "threshold": self.threshold}
 
     def probability(self, features: dict[str, float]) -> float:
-        c = self.confidence
-        z = c["bias"] + sum(c["weights"][f] * features[f] for f in CONFIDENCE_FEATURES)
+        z = self.confidence.score(features)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
@@ -317,7 +346,7 @@ class Reader:
             return None
         try:
             cal = ReaderCalibration.from_dict(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError) as e:
+        except ValueError as e:
             raise UserError(f"{path} is not a reader calibration ({e}); run `qa calibrate` "
                             f"or reinstall qa") from None
         if cal.sha256 != self.sha256:

@@ -6,6 +6,7 @@ import datetime
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from .settings import UsageError, check_k, check_retriever
 from .store import Index
 from .text import query_tokens
 from .types import Hit, Passage
+
+if TYPE_CHECKING:
+    from .embed import Encoder
 
 # How many candidates each retriever hands to fusion and merging, at the least.
 MIN_CANDIDATES = 50
@@ -77,7 +81,7 @@ def parse_day(value, name: str) -> str | None:
 class Retriever:
     """Holds a loaded Index and an encoder; answers many questions."""
 
-    def __init__(self, index: Index, encoder, alpha: float = HYBRID_ALPHA):
+    def __init__(self, index: Index, encoder: Encoder, alpha: float = HYBRID_ALPHA):
         self.index = index
         self.encoder = encoder
         self.alpha = alpha
@@ -103,18 +107,18 @@ class Retriever:
         if n == 0:
             return []
         want = min(n, max(MIN_CANDIDATES, 4 * k))
-        if method != "bm25" and qvec is None:
-            qvec = self.encoder.encode([question])[0]
-        if method == "dense":
-            ranked = self.dense(qvec, want, allowed)
-        elif method == "bm25":
+        if method == "bm25":
             ranked = self.bm25(question, want, allowed)
         else:
-            sparse = self.bm25_scores(question)  # scored once, for the candidates and the fusion
-            ranked = fuse(self.dense(qvec, want, allowed),
-                          self.bm25(question, want, allowed, scores=sparse),
-                          self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ qvec,
-                          bm25_of=lambda pids: sparse[pids])
+            vec = self.encoder.encode([question])[0] if qvec is None else qvec
+            if method == "dense":
+                ranked = self.dense(vec, want, allowed)
+            else:
+                sparse = self.bm25_scores(question)  # scored once, for the candidates and the fusion
+                ranked = fuse(self.dense(vec, want, allowed),
+                              self.bm25(question, want, allowed, scores=sparse),
+                              self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ vec,
+                              bm25_of=lambda pids: sparse[pids])
         return merge(ranked, self.index.passages, k)
 
     def dense(self, qvec: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -122,8 +126,10 @@ class Retriever:
 
         params = None
         if allowed is not None:
-            params = (faiss.SearchParametersHNSW if self.index.manifest.index_type == "HNSW"
-                      else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))
+            # faiss's stubs lack SearchParametersHNSW and the `sel` keyword; both exist at run time
+            params = (faiss.SearchParametersHNSW  # type: ignore[attr-defined]
+                      if self.index.manifest.index_type == "HNSW"
+                      else faiss.SearchParameters)(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
         with one_faiss_thread():
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
@@ -138,7 +144,12 @@ class Retriever:
             scores = masked
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
+        # Ties at the cut (often passages scoring 0) go to the smaller passage id, and so do ties
+        # in the order: a sharded index (qa.shards) then picks the very same passages.
+        kth = scores[top].min()
+        above = np.flatnonzero(scores > kth)
+        top = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+        top = top[np.lexsort((top, -scores[top]))]
         return [(int(i), float(scores[i])) for i in top if np.isfinite(scores[i])]
 
     def bm25_scores(self, question: str) -> np.ndarray:

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # The bundled articles, indexed when no sources are given; package data (the checkout's seeds/
 # links here), so an installed qa finds them too.
 SEEDS = Path(__file__).resolve().parent / "seeds"
+# The seeds' question set (`qa bench` and `python -m qa.soak` time it); package data too, and
+# the checkout's tests/questions.jsonl links here.
+QUESTIONS = Path(__file__).resolve().parent / "questions.jsonl"
 # In a checkout the default index is the checkout's index/; installed, it is ./index.
 DEFAULT_INDEX = ROOT / "index" if (ROOT / "pyproject.toml").is_file() else Path("index")
 

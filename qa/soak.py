@@ -1,7 +1,7 @@
 """Load and soak measurement of the HTTP API: many clients asking /api/ask, latency and memory.
 
-Stage: report (reliability). `python -m qa.soak` starts `python app.py` on 127.0.0.1 with an
-index (built from seeds/ into a temporary folder unless --index is given), drives `/api/ask` with
+Stage: report (reliability). `python -m qa.soak` starts the web app (`python -m qa.web`) on 127.0.0.1 with an
+index (built from the packaged seeds into a temporary folder unless --index is given), drives `/api/ask` with
 --clients concurrent clients for --questions questions, and prints, every --every questions, the
 server's resident memory (RSS, the app process and its children) and the latency so far. It ends
 with the verdict the reliability report uses: memory after all questions within 10% of memory
@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .evaluation.metrics import percentile
-from .settings import RETRIEVERS, ROOT
+from .settings import QUESTIONS, RETRIEVERS, SEEDS, UserError
 
-QUESTIONS = ROOT / "tests" / "questions.jsonl"
 ANSWER_KEYS = {"question", "passages", "answer", "abstained", "confidence"}
 
 
@@ -65,7 +64,14 @@ class LoadResult:
 
 
 def load_questions(path: Path = QUESTIONS) -> list[str]:
-    return [json.loads(line)["question"] for line in path.read_text().splitlines() if line.strip()]
+    """The question texts of a question file (default: the packaged seeds' questions).
+
+    Raises:
+        UserError: a missing or malformed file.
+    """
+    from .evaluation.data import load_questions as read
+
+    return [q.question for q in read(path)]
 
 
 def requests_for(questions: list[str], n: int, seed: int = 0) -> list[dict]:
@@ -193,7 +199,8 @@ def free_port() -> int:
 def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = None,
           auth: tuple[str, str] | None = None,
           startup_seconds: float = 240) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Run `python app.py --index INDEX ARGS` on a free 127.0.0.1 port; yield (url, process).
+    """Run `python -m qa.web --index INDEX ARGS` (what app.py runs) on a free 127.0.0.1 port;
+    yield (url, process).
 
     Args:
         env: extra environment variables (e.g. QA_AUTH).
@@ -205,9 +212,9 @@ def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = N
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                         "PYTHONUNBUFFERED": "1"} | (env or {})
     out = open(log or os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--index", str(index),
+    proc = subprocess.Popen([sys.executable, "-m", "qa.web", "--index", str(index),
                              "--port", str(port), "--quiet", *args],
-                            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                            env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if auth is None and "--auth" in args:
         user, _, password = args[args.index("--auth") + 1].split(",")[0].partition(":")
@@ -216,7 +223,7 @@ def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = N
         deadline = time.monotonic() + startup_seconds
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {proc.returncode}"
+                raise RuntimeError(f"the web app exited with {proc.returncode}"
                                    + (f":\n{log.read_text()[-3000:]}" if log else ""))
             try:
                 if httpx.get(f"{url}/api/health", auth=auth, timeout=5).status_code == 200:
@@ -224,7 +231,7 @@ def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = N
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"app.py did not answer within {startup_seconds} s")
+                raise RuntimeError(f"the web app did not answer within {startup_seconds} s")
             time.sleep(0.5)
         yield url, proc
     finally:
@@ -238,8 +245,10 @@ def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = N
 
 
 def soak(url: str, pid: int, questions: int, clients: int, every: int,
-         auth: tuple[str, str] | None = None, out=sys.stdout) -> dict:
-    """Drive `questions` questions and sample the server's RSS every `every` questions.
+         auth: tuple[str, str] | None = None, out=sys.stdout,
+         asked: list[str] | None = None) -> dict:
+    """Drive `questions` questions (taken in turn from `asked`, default the packaged seeds'
+    questions) and sample the server's RSS every `every` questions.
 
     Returns:
         {"load": LoadResult.summary(), "rss_mb": {questions done: MB}, "growth": fraction
@@ -256,7 +265,7 @@ def soak(url: str, pid: int, questions: int, clients: int, every: int,
         print(f"{done:>10} {samples[done]:>8.1f} {s['p50_ms']:>8.1f} {s['p95_ms']:>8.1f} "
               f"{s['per_second']:>6.1f} {s['errors']:>6}", file=out, flush=True)
 
-    result = drive(url, requests_for(load_questions(), questions), clients=clients, auth=auth,
+    result = drive(url, requests_for(asked or load_questions(), questions), clients=clients, auth=auth,
                    on_progress=progress, progress_every=every)
     samples[len(result.latencies)] = rss_bytes(pid) / 2**20
     base_at = min((n for n in samples if n >= 1000), default=max(samples))
@@ -278,27 +287,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth", help="user:password of the server given by --url, when it has a login")
     p.add_argument("--max-growth", type=float, default=0.10,
                    help="allowed memory growth after 1,000 questions (default 0.10)")
+    p.add_argument("--question-file", type=Path, default=QUESTIONS, metavar="FILE",
+                   help="questions to ask in turn, one JSON object a line as for `qa eval` "
+                        "(default: the packaged seeds' questions)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
     if args.url and not args.pid:
         p.error("--url needs --pid, the server's process id, to read its memory")
     if args.questions < 1 or args.clients < 1 or args.every < 1:
         p.error("--questions, --clients and --every must be at least 1")
+    try:
+        asked = load_questions(args.question_file)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     with tempfile.TemporaryDirectory(prefix="qa-soak-") as tmp:
         if args.url:
             auth = tuple(args.auth.split(":", 1)) if args.auth else None
-            report = soak(args.url, args.pid, args.questions, args.clients, args.every, auth)
+            report = soak(args.url, args.pid, args.questions, args.clients, args.every, auth,
+                          asked=asked)
         else:
             index = args.index
             if index is None:
                 index = Path(tmp) / "index"
                 print(f"building seeds/ into {index} ...", flush=True)
-                subprocess.run([sys.executable, "-m", "qa.cli", "build", str(ROOT / "seeds"),
-                                "--index", str(index), "--quiet"], check=True, cwd=ROOT)
+                subprocess.run([sys.executable, "-m", "qa.cli", "build", str(SEEDS),
+                                "--index", str(index), "--quiet"], check=True)
             with serve(index, log=Path(tmp) / "server.log") as (url, proc):
                 print(f"server {url} (pid {proc.pid}); {args.questions} questions, "
                       f"{args.clients} clients", flush=True)
-                report = soak(url, proc.pid, args.questions, args.clients, args.every)
+                report = soak(url, proc.pid, args.questions, args.clients, args.every, asked=asked)
     load = report["load"]
     ok = load["errors"] == 0 and report["growth"] <= args.max_growth
     print(f"\n{load['questions']} questions in {load['seconds']} s ({load['per_second']}/s), "

@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -30,6 +30,10 @@ from .settings import UserError
 from .text import bm25s as _bm25s
 from .text import tokenize
 from .types import Article, Passage
+
+if TYPE_CHECKING:
+    import bm25s
+    import faiss
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ class Manifest:
         Raises:
             ValueError: a field that is missing or of the wrong type, named.
         """
-        out = {}
+        out: dict[str, Any] = {}
         for f in fields(cls):
             if f.name not in data:
                 if f.name in MANIFEST_KEYS:
@@ -88,7 +92,7 @@ class Manifest:
             if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in
                                                  (kinds if isinstance(kinds, tuple) else (kinds,))):
                 raise ValueError(f"{f.name!r} is {type(value).__name__}, not {_names(kinds)}")
-            out[f.name] = tuple(value) if f.name == "sources" else value
+            out[f.name] = tuple(value) if f.name == "sources" and isinstance(value, list) else value
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in out["files"].items()):
             raise ValueError("'files' must map file names to sha256 strings")
         if not all(isinstance(s, str) for s in out.get("sources", ())):
@@ -121,9 +125,9 @@ class Index:
     manifest: Manifest
     articles: dict[str, Article]
     passages: list[Passage]
-    faiss_index: object
+    faiss_index: faiss.Index
     vectors: np.ndarray
-    bm25: object
+    bm25: bm25s.BM25
     stale: bool = False
 
     @property
@@ -142,7 +146,7 @@ def embed_text(article: Article, passage: Passage, title_context: bool) -> str:
 # ---------------------------------------------------------------- write
 
 def write_build(root: Path, articles: list[Article], passages: list[Passage], texts: list[str],
-                vectors: np.ndarray, manifest: dict) -> Path:
+                vectors: np.ndarray, manifest: dict, bm25_corpus: dict | None = None) -> Path:
     """Write one build beside the live one and switch CURRENT to it atomically.
 
     Args:
@@ -151,12 +155,58 @@ def write_build(root: Path, articles: list[Article], passages: list[Passage], te
         texts: what BM25 indexes for each passage (`embed_text`), in passage order.
         vectors: one unit vector per passage.
         manifest: everything but "files", which is added here (sizes and sha256 of each file).
+        bm25_corpus: for one shard of a larger collection, the collection's BM25 statistics
+            (`qa.shards.corpus_bm25_stats`), so this build scores BM25 as the whole collection
+            would; None scores with this build's own passages.
 
     Returns:
         The new build's folder.
     """
-    bm25s = _bm25s()
+    def fill(tmp: Path) -> None:
+        write_build_files(tmp, articles, passages, texts, vectors, manifest, bm25_corpus)
 
+    return publish(root, fill)
+
+
+def write_build_files(folder: Path, articles: list[Article], passages: list[Passage],
+                      texts: list[str], vectors: np.ndarray, manifest: dict,
+                      bm25_corpus: dict | None = None) -> None:
+    """The files of one build (see `write_build`) into an empty folder."""
+    _write_jsonl(folder / "articles.jsonl", (_article_row(a) for a in articles))
+    _write_jsonl(folder / "passages.jsonl", (_passage_row(p) for p in passages))
+    faiss_index = make_faiss_index(vectors, manifest["index_type"])
+    import faiss
+
+    faiss.write_index(faiss_index, str(folder / "index.faiss"))
+    make_bm25(texts, bm25_corpus).save(str(folder / "bm25"))
+    manifest["files"] = {f: _digest(folder / f) for f in FILES}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def make_bm25(texts: list[str], corpus: dict | None = None):
+    """A bm25s index of the texts; with `corpus` (num_docs, avg_doc_len, df), scored with those
+    collection-wide statistics instead of the texts' own (see qa.shards)."""
+    bm25s = _bm25s()
+    retriever = bm25s.BM25()
+    tokens = tokenize(texts)
+    if corpus is not None:
+        from .bm25corpus import corpus_scores
+
+        def with_corpus_stats(unique_token_ids, corpus_token_ids, **_):
+            return corpus_scores(retriever, tokens.vocab, corpus_token_ids, corpus)
+
+        retriever.build_index_from_ids = with_corpus_stats  # one instance, for index() below
+    retriever.index(tokens, show_progress=False)
+    return retriever
+
+
+def publish(root: Path, fill) -> Path:
+    """Make a new build folder under root/builds with `fill(folder)`, then switch CURRENT to it
+    atomically and remove the older builds. A fill that fails leaves the live build as it was.
+
+    Returns:
+        The new build's folder.
+    """
     builds = root / "builds"
     builds.mkdir(exist_ok=True)
     # Unique even for two builds by one process within a second (the app rebuilding, tests).
@@ -164,17 +214,7 @@ def write_build(root: Path, articles: list[Article], passages: list[Passage], te
     tmp = builds / f".{name}.tmp"
     tmp.mkdir()
     try:
-        _write_jsonl(tmp / "articles.jsonl", (_article_row(a) for a in articles))
-        _write_jsonl(tmp / "passages.jsonl", (_passage_row(p) for p in passages))
-        faiss_index = make_faiss_index(vectors, manifest["index_type"])
-        import faiss
-
-        faiss.write_index(faiss_index, str(tmp / "index.faiss"))
-        retriever = bm25s.BM25()
-        retriever.index(tokenize(texts), show_progress=False)
-        retriever.save(str(tmp / "bm25"))
-        manifest["files"] = {f: _digest(tmp / f) for f in FILES}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        fill(tmp)
         _fsync_tree(tmp)
         final = builds / name
         os.rename(tmp, final)
@@ -193,10 +233,12 @@ def make_faiss_index(vectors: np.ndarray, index_type: str):
     import faiss
 
     dim = vectors.shape[1]
+    index: faiss.Index
     if index_type == "HNSW":
-        index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-        index.hnsw.efSearch = HNSW_EF_SEARCH
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        index = hnsw
     else:
         index = faiss.IndexFlatIP(dim)
     if len(vectors):
@@ -240,6 +282,11 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     root = Path(index_dir)
     rebuild = f"run `qa build --index {root}` to rebuild it"
     build_dir, raw = _read_manifest(root, rebuild)
+    if raw.get("kind") == "sharded":
+        shards = ", ".join(e.get("path", "?") for e in raw.get("shards", []))
+        raise IndexLoadError(f"{root}/ is a sharded index ({shards}); open it with qa.engine.QA.open "
+                             f"or `qa ask --index {root}`, or one shard with `qa ask --index "
+                             f"{build_dir}/shard-000`")
     version = raw["format_version"]
     if version != FORMAT_VERSION:
         raise IndexLoadError(f"{root}/ has index format {version}, this qa {__version__} reads format "
@@ -272,7 +319,8 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
     with _reading(build_dir / "index.faiss", rebuild):
         faiss_index = faiss.read_index(str(build_dir / "index.faiss"))
         if manifest.index_type == "HNSW" and manifest.hnsw:
-            faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]
+            # read_index returns the concrete IndexHNSWFlat; faiss's stubs say Index
+            faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]  # type: ignore[attr-defined]
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
             np.zeros((0, manifest.dimension), dtype=np.float32)
     with _reading(build_dir / "bm25", rebuild):

@@ -81,7 +81,8 @@ _NAME_OR_NUMBER = re.compile(r"\b(?:\d[\d,.]*\d|\d|[A-Z][\w-]+(?: [A-Z][\w-]+)*)
 
 def names_and_numbers(text: str) -> tuple[set[str], set[str]]:
     """The names and the numbers of a text, leaving out capitalised sentence starts."""
-    names, numbers = set(), set()
+    names: set[str] = set()
+    numbers: set[str] = set()
     for m in _NAME_OR_NUMBER.finditer(text):
         if m.start() == 0 or text[max(0, m.start() - 2):m.start()].rstrip() in (".", "?", "!", ""):
             if not m.group()[0].isdigit():

@@ -1,7 +1,9 @@
-"""The records that flow between the pipeline stages: Article, Passage, Hit, Answer."""
+"""The records that flow between the pipeline stages: Article, Passage, Hit, Answer, Result, and
+the fitted linear models (Linear) the answer picker and the reader are calibrated with."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 Span = tuple[int, int]
@@ -87,3 +89,58 @@ class Result:
     # qa.intent's kind of message; chit-chat and other languages get `reply` and no retrieval.
     kind: str = "question"
     reply: str = ""
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A fitted linear model over named features: bias + sum(weight * feature), in `features`
+    order. The answer picker's sentence and confidence models and the reader's confidence are
+    stored as JSON {"bias": b, "weights": {name: w}} and read into one of these.
+
+    >>> m = Linear.from_json({"bias": 1.0, "weights": {"a": 2.0, "b": -1.0}}, ("a", "b"))
+    >>> m.score({"a": 0.5, "b": 3.0})
+    -1.0
+    """
+
+    bias: float
+    features: tuple[str, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        assert len(self.features) == len(self.weights), (self.features, self.weights)
+
+    @classmethod
+    def from_json(cls, data: object, features: tuple[str, ...]) -> Linear:
+        """The model of a parsed {"bias", "weights"} block with a weight for every feature.
+
+        Raises:
+            ValueError: what is missing or of the wrong type, named.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object with 'bias' and 'weights', got {type(data).__name__}")
+        bias, weights = data.get("bias"), data.get("weights")
+        if not isinstance(bias, (int, float)) or isinstance(bias, bool):
+            raise ValueError(f"'bias' must be a number, got {bias!r}")
+        if not isinstance(weights, dict):
+            raise ValueError(f"'weights' must map feature names to numbers, got {weights!r}")
+        missing = [f for f in features if f not in weights]
+        if missing:
+            raise ValueError(f"'weights' lacks {', '.join(missing)}")
+        bad = [f for f in features if not _is_number(weights[f])]
+        if bad:
+            raise ValueError(f"the weight of {bad[0]} must be a number, got {weights[bad[0]]!r}")
+        return cls(float(bias), tuple(features), tuple(float(weights[f]) for f in features))
+
+    def to_json(self) -> dict:
+        return {"bias": self.bias, "weights": dict(zip(self.features, self.weights))}
+
+    def weight(self, feature: str) -> float:
+        return self.weights[self.features.index(feature)]
+
+    def score(self, values: Mapping[str, float]) -> float:
+        """bias + sum(weight * values[feature]); every feature must be in `values`."""
+        return self.bias + sum(w * values[f] for f, w in zip(self.features, self.weights))
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -74,13 +75,15 @@ def artifacts() -> Path:
 
 
 class FakeEncoder:
-    """A tiny deterministic encoder for unit tests: hashed bag of words, unit length."""
+    """A tiny deterministic encoder for unit tests: hashed bag of words, unit length; a
+    qa.embed.Encoder like the real one (test_embed.py checks)."""
 
-    name = "fake"
-    dim = 64
-    max_seq_length = 64
+    name: str = "fake"
+    dim: int = 64
+    max_seq_length: int = 64
 
-    def encode(self, texts, batch_size=64, progress=False):
+    def encode(self, texts: Sequence[str], batch_size: int = 64,
+               progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, text in enumerate(texts):
             for word in text.lower().split():
@@ -88,7 +91,7 @@ class FakeEncoder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms == 0, 1, norms)
 
-    def count_tokens(self, texts):
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) for t in texts]
 
 

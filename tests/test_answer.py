@@ -9,7 +9,8 @@ import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
                        entity_span, question_type)
-from qa.calibrate import choose_threshold, fit_listwise
+from qa.calibrate import choose_threshold, fit_listwise, fit_logistic
+from qa.settings import UserError
 from qa.store import load
 
 
@@ -56,14 +57,38 @@ def test_entity_span(sentence, kind, question, expected):
 def test_packaged_calibration_is_complete_json():
     c = json.loads(PACKAGED_CALIBRATION.read_text())
     cal = Calibration.from_dict(c)
-    assert set(cal.sentence["weights"]) == set(SENTENCE_FEATURES)
-    assert set(cal.confidence["weights"]) == set(CONFIDENCE_FEATURES)
+    assert cal.sentence.features == SENTENCE_FEATURES
+    assert cal.confidence.features == CONFIDENCE_FEATURES
+    assert cal.sentence.to_json() == c["sentence"] and cal.confidence.to_json() == c["confidence"]
     assert 0 < cal.threshold < 1 and cal.passages >= 1 and cal.max_run >= 1
 
 
 def test_an_old_manifest_without_the_block_uses_the_packaged_calibration():
     assert Calibration.from_block({}) == Calibration.from_dict(json.loads(
         PACKAGED_CALIBRATION.read_text()))
+
+
+def _broken(change):
+    c = json.loads(PACKAGED_CALIBRATION.read_text())
+    change(c)
+    return c
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("threshold"), "lacks threshold"),
+    (lambda c: c["sentence"]["weights"].pop("wov"), "sentence: 'weights' lacks wov"),
+    (lambda c: c["confidence"].update(bias="high"), "confidence: 'bias' must be a number"),
+    (lambda c: c["confidence"]["weights"].update(cover=None), "weight of cover must be a number"),
+    (lambda c: c.update(passages=0), "'passages' must be a whole number"),
+    (lambda c: c.update(threshold=3), "'threshold' must be a number in"),
+    (lambda c: c.update(sentence=[1, 2]), "sentence: expected an object"),
+])
+def test_a_malformed_calibration_is_named_with_the_fix(change, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        Calibration.from_dict(_broken(change))
+    manifest = tmp_path / "manifest.json"
+    with pytest.raises(UserError, match=f"calibration in {manifest} is malformed.*{message}.*qa build"):
+        Calibration.from_block(_broken(change), manifest)
 
 
 def test_fit_listwise_learns_which_feature_marks_the_answer():
@@ -77,6 +102,25 @@ def test_fit_listwise_learns_which_feature_marks_the_answer():
         g += [q] * 5
     w = fit_listwise(np.array(X), np.array(y), np.array(g), ("signal", "noise"))["weights"]
     assert w["signal"] > 5 * abs(w["noise"])
+
+
+@pytest.mark.parametrize("weighted,bias,coef", [
+    # scikit-learn 1.9.1's LogisticRegression(C=1.0, max_iter=2000) on the same data
+    (False, 0.41432, [1.96907, -1.06836, 0.32644]),
+    (True, -0.65929, [2.03467, -1.10524, 0.35135]),
+])
+def test_fit_logistic_matches_scikit_learn(weighted, bias, coef):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    y = (rng.random(300) < 1 / (1 + np.exp(-(2 * X[:, 0] - X[:, 1] + 0.5)))).astype(int)
+    got = fit_logistic(X, y, ("a", "b", "c"), np.where(y == 1, 1.0, 3.0) if weighted else None)
+    assert got["bias"] == pytest.approx(bias, abs=1e-4)
+    assert list(got["weights"].values()) == pytest.approx(coef, abs=1e-4)
+
+
+def test_fit_logistic_needs_both_classes():
+    with pytest.raises(UserError, match="both positive and negative"):
+        fit_logistic(np.zeros((4, 2)), np.ones(4, dtype=int), ("a", "b"))
 
 
 def test_choose_threshold_keeps_wrong_abstentions_within_the_limit():
@@ -205,3 +249,30 @@ def test_qa_calibrate_names_a_malformed_question_file(seeds_index, tmp_path, cap
     err = capsys.readouterr().err
     assert "q.jsonl:1 has no doc, answers" in err and "Traceback" not in err
     assert not (tmp_path / "c.json").exists()
+
+
+FOSHAN_COUNT = "How many high-tech enterprises did Foshan have in 2020?"
+
+
+@pytest.mark.parametrize("question,history,counted,not_this", [
+    # The zone's sentence lists SMEs and high-tech enterprises "1,323 and 2,931 respectively".
+    (FOSHAN_COUNT, [], "2,931", "1,323"),
+    ("How many high-tech enterprises did Foshan have?", [], "2,931", "1,323"),
+    # The snippet runs over two sentences: "7,387 national high-tech enterprises" and the
+    # shares "50.9% and 37.9%" of the next one.
+    ("And Dongguan?", [FOSHAN_COUNT], "7,387", "50.9%"),
+    ("And Dongguan?", ["How many high-tech enterprises did Foshan have?"], "7,387", "50.9%"),
+])
+def test_the_highlight_is_the_count_of_the_asked_for_thing(engine, question, history, counted,
+                                                           not_this):
+    r = engine.ask(question, history=history)
+    assert not r.abstained and counted in r.answer.text and not_this in r.answer.text
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]] == counted
+
+
+def test_without_a_counted_thing_in_the_sentence_the_first_number_stays(engine):
+    # "SMEs" is not how the article names them, so nothing ties a number to it: the first one.
+    r = engine.ask("How many SMEs were located in the Foshan high-tech zone in 2020?")
+    text = engine.index.articles[r.answer.doc_id].text
+    assert text[r.answer.highlight[0]:r.answer.highlight[1]] == "1,323"

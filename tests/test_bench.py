@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from qa.bench import parse_sizes, percentiles, recall_at, seed_corpus
+from qa.bench import bench_questions, parse_sizes, percentiles, recall_at, seed_corpus
 from qa.cli import main
 
 
@@ -71,3 +71,33 @@ def test_bench_runs_at_a_tiny_size_and_on_the_seeds(tmp_path, capsys, engine):
         assert 0 <= r["faiss_search"]["HNSW"]["recall_at_10"] <= 1
     assert (tmp_path / "latency_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "bench.json").read_text()) == rows
+
+
+def test_the_timed_questions_ship_with_the_package_and_are_the_test_set():
+    from conftest import ROOT
+
+    from qa.settings import QUESTIONS
+
+    assert QUESTIONS.parent.name == "qa" and QUESTIONS.is_file()
+    # tests/questions.jsonl links to the packaged file, so the two cannot drift apart
+    assert (ROOT / "tests" / "questions.jsonl").read_bytes() == QUESTIONS.read_bytes()
+    asked = bench_questions(None)
+    assert len(asked) == len(QUESTIONS.read_text().splitlines()) and asked[0].endswith("?")
+
+
+def test_bench_names_a_missing_question_file(tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert main(["bench", "--sizes", "seeds", "--question-file", str(missing),
+                 "--out", str(tmp_path / "out")]) != 0
+    err = capsys.readouterr().err
+    assert f"question file {missing} does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # refused before anything was built or written
+
+
+def test_soak_names_a_missing_question_file(tmp_path, capsys):
+    from qa.soak import main as soak_main
+
+    missing = tmp_path / "nope.jsonl"
+    assert soak_main(["--question-file", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"question file {missing} does not exist" in err and "Traceback" not in err

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa.embed import Encoder, load_encoder, resolve_model
+from qa.embed import Encoder, SentenceEncoder, load_encoder, resolve_model
 from qa.settings import UserError
 
 
@@ -16,6 +16,17 @@ def test_default_model_comes_from_the_pypi_package_not_the_hub():
     assert path.is_dir() and (path / "config.json").exists()
     assert resolve_model("sentence-transformers/all-MiniLM-L6-v2") == str(path)
     assert resolve_model("/some/local/folder") == "/some/local/folder"
+
+
+def test_the_real_and_the_fake_encoder_are_encoders(encoder, fake_encoder):
+    """Both satisfy the qa.embed.Encoder protocol that build, retrieve and engine are typed with
+    (mypy checks the annotated assignment; isinstance checks the members at run time)."""
+    for e in (encoder, fake_encoder):
+        assert isinstance(e, Encoder), type(e)
+        typed: Encoder = e
+        assert typed.encode(["a b"]).shape == (1, typed.dim)
+        assert typed.count_tokens(["a b"])[0] >= 2
+    assert not isinstance(object(), Encoder)
 
 
 def test_encoder_shape_and_limits(encoder):
@@ -58,7 +69,7 @@ def test_count_tokens_matches_the_model_tokenizer(encoder):
 @pytest.mark.parametrize("name", ["no-such-model-xyz", "/nonexistent/model/folder"])
 def test_a_model_that_does_not_load_is_a_clear_error(name):
     with pytest.raises(UserError) as e:
-        Encoder(name)
+        SentenceEncoder(name)
     msg = str(e.value)
     assert name in msg and "--model" in msg and "Traceback" not in msg
     assert "\n" not in msg

@@ -32,6 +32,32 @@ def test_follow_ups_carry_the_previous_subject(previous, question, expected):
     assert resolve(question, [previous]) == expected
 
 
+@pytest.mark.parametrize("previous,question,expected", [
+    # Two names of one word each: the fallback took the first, a title or an actor
+    # ("Who is the Dongguan chief of Foshan?"); the place asked about is the last.
+    ("Who is the Party chief of Foshan?", "And Dongguan?", "Who is the Party chief of Dongguan?"),
+    ("How many patents did Huawei file in Shenzhen in 2020?", "And Dongguan?",
+     "How many patents did Huawei file in Dongguan in 2020?"),
+    ("Did Xinhua report that Foshan was approved?", "What about Dongguan?",
+     "Did Xinhua report that Dongguan was approved?"),
+])
+def test_the_swapped_name_is_the_one_asked_about(previous, question, expected):
+    got = resolve(question, [previous])
+    assert got == expected
+    assert "Foshan" not in got and "Shenzhen" not in got
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", [
+    "佛山有多少家高新技术企业？",                              # another language: never a follow-up
+    "¿Cuántas empresas de alta tecnología tiene Foshan?",
+    "Who is the Party chief of Dongguan?",                   # a subject of its own
+])
+def test_a_question_with_its_own_subject_or_language_is_never_rewritten(engine, question):
+    out = engine.to_json(engine.ask(question, history=[FOSHAN]))
+    assert "resolved_question" not in out, out.get("resolved_question")
+
+
 @pytest.mark.parametrize("question", [
     "How many patents did Foshan have in 2020?",          # a subject of its own
     "What is the population of Paris?",

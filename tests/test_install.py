@@ -47,6 +47,12 @@ def test_the_wheel_installs_and_answers_from_another_folder(tmp_path):
     where = run([python, "-c", "import qa, qa.settings as s; print(qa.__file__); print(s.SEEDS)"],
                 cwd=elsewhere, env=env).stdout.split()
     assert all(str(site) in line for line in where), where  # the wheel's copy, not the checkout
+    # qa bench and python -m qa.soak time the packaged questions, not the checkout's tests/
+    asked = run([python, "-c", "from qa.bench import bench_questions; from qa.settings import "
+                 "QUESTIONS; print(QUESTIONS); print(len(bench_questions(None)))"],
+                cwd=elsewhere, env=env).stdout.split()
+    assert str(site) in asked[0] and int(asked[1]) == len((ROOT / "tests" / "questions.jsonl")
+                                                          .read_text().splitlines()), asked
     run([venv / "bin" / "qa", "build", "--quiet"], cwd=elsewhere, env=env)  # the packaged seeds
     assert (elsewhere / "index" / "CURRENT").is_file()  # ./index, not inside site-packages
     out = json.loads(run([venv / "bin" / "qa", "ask", "When was Dongguan's application approved?",

@@ -17,10 +17,27 @@ from qa.intent import CHITCHAT, OTHER_LANGUAGE, QUESTION, classify, reply
     ("How many high-tech enterprises did Foshan have in 2020?", QUESTION),
     ("Who is the mayor of Foshan?", QUESTION), ("help with Foshan's patents", QUESTION),
     ("How many firms are in Foshan (佛山)?", QUESTION),  # a name in another script is fine
-    ("Où est Foshan ?", QUESTION), ("2020", QUESTION),
+    ("2020", QUESTION),
+    # Latin script, another language: told by its function words.
+    ("¿Cuántas empresas de alta tecnología tiene Foshan?", OTHER_LANGUAGE),
+    ("Wie viele Hightech-Unternehmen hat Foshan?", OTHER_LANGUAGE),
+    ("Où est Foshan ?", OTHER_LANGUAGE),
+    ("Combien d'entreprises de haute technologie à Foshan ?", OTHER_LANGUAGE),
+    ("Quante imprese high-tech ha Foshan?", OTHER_LANGUAGE),
+    ("Quantas empresas de alta tecnologia tem Foshan?", OTHER_LANGUAGE),
+    ("Hoeveel hightechbedrijven heeft Foshan?", OTHER_LANGUAGE),
+    # English with foreign names or words stays a question.
+    ("When did Charles de Gaulle die?", QUESTION),
+    ("How far is La Paz from Los Angeles?", QUESTION),
+    ("What is the role of the Foshan hi-tech zone's 'Wie' programme?", QUESTION),
+    ("And Dongguan?", QUESTION),
 ])
 def test_classify(text, kind):
     assert classify(text) == kind
+
+
+def test_every_english_question_of_the_seeds_is_a_question(questions):
+    assert [q["question"] for q in questions if classify(q["question"]) != QUESTION] == []
 
 
 def test_replies_say_what_the_product_does():
@@ -30,7 +47,8 @@ def test_replies_say_what_the_product_does():
 
 @pytest.mark.slow
 def test_the_engine_replies_without_retrieval_and_never_rewrites(engine):
-    for text, kind in (("hi", CHITCHAT), ("佛山有多少家高新技术企业？", OTHER_LANGUAGE)):
+    for text, kind in (("hi", CHITCHAT), ("佛山有多少家高新技术企业？", OTHER_LANGUAGE),
+                       ("¿Cuántas empresas de alta tecnología tiene Foshan?", OTHER_LANGUAGE)):
         result = engine.ask(text, history=["How many high-tech enterprises did Foshan have in 2020?"])
         out = engine.to_json(result)
         assert result.abstained and result.answer is None and not result.hits

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from qa import reader as reader_module
-from qa.reader import (CALIBRATION, CONFIG, PACKAGED_READER, WEIGHTS, Reader, ReaderCalibration,
-                       file_sha256, open_reader)
+from qa.reader import (CALIBRATION, CONFIDENCE_FEATURES, CONFIG, PACKAGED_READER, WEIGHTS, Reader,
+                       ReaderCalibration, file_sha256, open_reader)
 from qa.settings import UserError
+from qa.types import Linear
 
 from conftest import ROOT
 from qa.train_reader import TrainSettings, article_pairs, swapped_question, train
@@ -151,13 +152,34 @@ def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_pa
 def test_a_calibration_fitted_for_other_weights_is_refused(tiny_reader, tmp_path):
     folder = tmp_path / "r"
     shutil.copytree(tiny_reader, folder)
-    cal = ReaderCalibration("0" * 64, 4, 1.0, 1.0, {"bias": 0.0, "weights": {}}, 0.5)
+    cal = ReaderCalibration("0" * 64, 4, 1.0, 1.0, Linear(0.0, CONFIDENCE_FEATURES, (0.0, 0.0, 0.0)),
+                            0.5)
     (folder / CALIBRATION).write_text(json.dumps(cal.to_dict()))
     with pytest.raises(UserError, match="another reader.*qa calibrate"):
         Reader(folder)
     with pytest.raises(UserError, match="no calibration.json"):
         open_reader(str(tiny_reader))
     assert open_reader("none") is None
+
+
+def test_the_packaged_reader_calibration_loads_and_round_trips():
+    raw = json.loads((PACKAGED_READER / CALIBRATION).read_text())
+    cal = ReaderCalibration.from_dict(raw)
+    assert cal.confidence.features == CONFIDENCE_FEATURES
+    assert cal.to_dict() == {k: v for k, v in raw.items() if k != "fitted"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.pop("reader"), "lacks reader"),
+    (lambda c: c.update(candidates="6"), "'candidates' must be a whole number"),
+    (lambda c: c["confidence"]["weights"].pop("feature_z"), "confidence: 'weights' lacks feature_z"),
+    (lambda c: c.update(threshold=-1), "'threshold' must be in"),
+])
+def test_a_malformed_reader_calibration_is_named(change, message):
+    raw = json.loads((PACKAGED_READER / CALIBRATION).read_text())
+    change(raw)
+    with pytest.raises(ValueError, match=message):
+        ReaderCalibration.from_dict(raw)
 
 
 def test_the_packaged_reader_is_small_and_matches_its_record():
@@ -259,8 +281,7 @@ class FakeReader:
 
 def _calibration(candidates: int = 8, threshold: float = 0.5) -> ReaderCalibration:
     return ReaderCalibration("x", candidates, 0.1, 1.0,
-                             {"bias": 0.0, "weights": {"read_best": 1.0, "read_second": 0.0,
-                                                       "feature_z": 0.0}}, threshold)
+                             Linear(0.0, CONFIDENCE_FEATURES, (1.0, 0.0, 0.0)), threshold)
 
 
 def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
@@ -273,16 +294,16 @@ def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
     cands = Picker(engine.index, engine.calibration).candidates(question, qvec, hits)
     scores = sorted(((engine.picker.sentence_score(c), c) for c in cands), key=lambda x: -x[0])
     # A sentence the features rank third: the reader makes it the answer.
-    third = scores[2][1]["text"]
+    third = scores[2][1].text
     assert third != plain.answer.text
     reader = FakeReader(third, _calibration(candidates=3))
     picked = Picker(engine.index, engine.calibration, reader).pick(question, qvec, hits)
     assert reader.calls == [3]
     assert third in picked.answer.text
     assert picked.confidence > 0.99
-    assert picked.hits[0].passage.pid == scores[2][1]["hit"].passage.pid
+    assert picked.hits[0].passage.pid == scores[2][1].hit.passage.pid
     # One the reader never reads (ranked below its candidates) cannot win.
-    tenth = scores[9][1]["text"]
+    tenth = scores[9][1].text
     picked = Picker(engine.index, engine.calibration, FakeReader(tenth, _calibration(3))).pick(
         question, qvec, hits)
     assert tenth not in picked.answer.text and picked.confidence < 0.01

@@ -175,6 +175,32 @@ def test_error_messages_say_what_to_fix(server):
     assert "empty" in r.json()["error"]
 
 
+@pytest.mark.parametrize("method,send,unknown", [
+    ("GET", {"params": {"question": "hi", "foo": "1"}}, "'foo'"),
+    ("GET", {"params": {"question": QUESTION, "top_k": "3"}}, "'top_k'"),
+    ("GET", {"params": {"foo": "1"}}, "'foo'"),  # named even when the question is missing
+    ("POST", {"json": {"question": "hi", "foo": 1}}, "'foo'"),
+    ("POST", {"json": {"question": QUESTION, "top_k": 3, "filter": "x"}}, "'filter', 'top_k'"),
+])
+def test_unknown_parameters_are_refused_by_name(server, method, send, unknown):
+    r = httpx.request(method, f"{server}/api/ask", timeout=60, **send)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    error = r.json()["error"]
+    assert error.startswith("unknown parameter") and unknown in error, error
+    assert "accepts question, k, retriever, history, source, since, until, doc" in error
+    assert "Traceback" not in r.text
+
+
+def test_known_parameters_are_still_answered(server):
+    r = httpx.get(f"{server}/api/ask", params={"question": QUESTION, "k": 2, "retriever": "dense",
+                                                "history": "x", "source": "Dongguan Today",
+                                                "since": "2018-01-01", "until": "2023-01-01",
+                                                "doc": "003_fa579be8430ff762"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert {p["doc_id"] for p in r.json()["passages"]} == {"003_fa579be8430ff762"}
+
+
 def test_wrong_method_and_huge_body(server):
     r = httpx.put(f"{server}/api/ask", json={"question": "x"}, timeout=30)
     assert r.status_code == 405 and r.json()["error"]

@@ -1,7 +1,9 @@
 """The page in headless Chromium (Playwright, /usr/bin/chromium) against real app.py servers.
 
 Screenshots go to artifacts/ (git-ignored): web_answer.png, web_followup.png, web_source.png,
-web_not_found.png, web_embed.png, web_inert.png.
+web_not_found.png, web_embed.png, web_inert.png, web_empty_*.png, web_chitchat_*.png,
+web_other_language_*.png, web_sources_after_*.png and web_followup_highlight_after_*.png
+(1400 and 360 px wide).
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def test_ask_shows_answer_citation_and_sources(page, server, artifacts):
     assert "cited" in sources
     passages = page.locator("#passages")
     assert passages.locator(".token.highlighted").count() > 0
-    assert "[1]" in passages.inner_text() and "score" in passages.inner_text()
+    # No per-question score that reads 1.000 on every passage (see README, "Sources").
+    assert "[1]" in passages.inner_text() and "score" not in passages.inner_text()
     page.screenshot(path=str(artifacts / "web_answer.png"), full_page=True)
 
     ask(page, "And when was it approved?")
@@ -142,7 +145,8 @@ def test_unanswerable_question_shows_the_not_found_state(page, server, artifacts
     assert "NOT IN THE ARTICLES" in reply.inner_text().upper()
     assert "low relevance" in reply.inner_text()
     assert page.locator("#status .qa-status-notfound").count() == 1
-    assert "low relevance" in page.locator("#sources").inner_text()
+    relevance = page.locator("#sources [role=gridcell][data-col='4']").all_inner_texts()
+    assert relevance and {r.strip() for r in relevance} == {"low"}  # under the "relevance" header
     # It looks different from an answer: the reply's border is not the answer's.
     styles = reply.evaluate("e => getComputedStyle(e).borderLeftStyle")
     assert styles == "dashed"
@@ -238,5 +242,78 @@ def test_empty_question_chitchat_and_other_languages_get_a_reply_not_a_quote(bro
         assert "Read as" not in reply.inner_text()  # not taken for a follow-up of the question
         assert page.locator("#chat .qa-msg").count() == 3
         page.screenshot(path=str(artifacts / f"web_chitchat_{width}.png"), full_page=True)
+
+        ask(page, "¿Cuántas empresas de alta tecnología tiene Foshan?")  # Latin script, Spanish
+        reply = page.locator("#chat .qa-msg").last
+        assert "English articles and questions only" in reply.inner_text()
+        assert "Read as" not in reply.inner_text() and reply.locator("mark").count() == 0
+        page.screenshot(path=str(artifacts / f"web_other_language_{width}.png"), full_page=True)
+    finally:
+        context.close()
+
+
+# Words drawn on more than one line: each run of letters and digits between spaces and hyphens
+# (a line may end after a hyphen: "high-/tech" is fine, "sour/ce" is not).
+BROKEN_WORDS = """sel => {
+  const broken = [];
+  for (const root of document.querySelectorAll(sel)) {
+    const walk = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+    for (let node = walk.nextNode(); node; node = walk.nextNode()) {
+      for (const m of node.data.matchAll(/[^\\s\\-\\u2010-\\u2014\\/]+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0)
+                                                          .map(r => Math.round(r.top)));
+        if (tops.size > 1) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+FONT_OF = "sel => getComputedStyle(document.querySelector(sel)).fontFamily"
+FOSHAN_COUNT = "How many high-tech enterprises did Foshan have in 2020?"
+
+
+@pytest.mark.parametrize("width", [1400, 360])
+def test_sources_table_reads_at_a_glance_and_the_count_is_highlighted(browser, server, artifacts,
+                                                                      width):
+    context = browser.new_context(viewport={"width": width, "height": 1600})
+    page = context.new_page()
+    page.set_default_timeout(WAIT)
+    try:
+        page.goto(server + "/")
+        ask(page, FOSHAN_COUNT)
+        reply = page.locator("#chat .qa-msg").last
+        # The highlight is the count of high-tech enterprises, not the SMEs' 1,323 before it.
+        assert reply.locator("mark").inner_text() == "2,931"
+        sources = page.locator("#sources")
+        headers = [h.strip() for h in sources.locator("[role=columnheader]").all_inner_texts()]
+        assert headers == ["#", "title", "source", "date", "relevance"]
+        cells = sources.locator("[role=gridcell]").all_inner_texts()
+        assert "unknown" not in " ".join(cells) and "unknown" not in reply.inner_text()
+        # The cited row is marked: it says so, and it is drawn in green.
+        cited = sources.locator("[role=gridcell]").filter(has_text="cited").first
+        assert cited.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(220, 252, 231)"
+        # One proportional font: the table's cells, the headings and the buttons share the body's.
+        body = page.evaluate(FONT_OF, ".gradio-container")
+        assert "mono" not in body.lower()
+        for sel in ("#sources [role=gridcell]", "#sources [role=columnheader]", "h2", "#ask",
+                    "#chat .qa-msg"):
+            assert page.evaluate(FONT_OF, sel) == body, sel
+        # A date sits on one line.
+        date = sources.locator("[role=gridcell]").filter(has_text="2021-05-18").first
+        assert date.evaluate("e => e.querySelector('span').getClientRects().length") == 1
+        assert page.evaluate(BROKEN_WORDS, "#sources [role=columnheader], #sources [role=gridcell], "
+                                           "#chat, #status, label, button, h2, #passages") == []
+        page.screenshot(path=str(artifacts / f"web_sources_after_{width}.png"), full_page=True)
+
+        ask(page, "And Dongguan?")
+        reply = page.locator("#chat .qa-msg").last
+        assert "Read as: How many high-tech enterprises did Dongguan have in 2020?" in reply.inner_text()
+        assert reply.locator("mark").inner_text() == "7,387"
+        assert page.evaluate(BROKEN_WORDS, "#sources [role=gridcell], #chat") == []
+        page.screenshot(path=str(artifacts / f"web_followup_highlight_after_{width}.png"),
+                        full_page=True)
     finally:
         context.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 from .data import Outcome, Question
@@ -17,7 +17,7 @@ ANSWER_METRICS = ("answer_hit", "offsets_exact", "wrongly_abstained", "abstentio
 
 # ---------------------------------------------------------------- metrics
 
-def ranking_metrics(qrels: dict[str, dict[str, int]], runs: dict[str, Sequence[str]],
+def ranking_metrics(qrels: Mapping[str, Mapping[str, int]], runs: Mapping[str, Sequence[str]],
                     k: int) -> dict[str, dict[str, float]]:
     """Per-query ranking metrics, from pytrec_eval.
 
@@ -104,9 +104,8 @@ def answer_metrics(outcomes: Sequence[Outcome], articles: dict) -> dict[str, flo
     answerable = [o for o in outcomes if o.question.answerable]
     unanswerable = [o for o in outcomes if not o.question.answerable]
     abstained = [o for o in outcomes if o.abstained]
-    given = [o for o in outcomes if o.answer is not None and not o.abstained]
-    exact = sum(articles[o.answer.doc_id].text[o.answer.char_start:o.answer.char_end] == o.answer.text
-                for o in given)
+    given = [o.answer for o in outcomes if o.answer is not None and not o.abstained]
+    exact = sum(articles[a.doc_id].text[a.char_start:a.char_end] == a.text for a in given)
     return {
         "answer_hit": _ratio(sum(answer_hit(o.question, o) for o in answerable), len(answerable)),
         "offsets_exact": _ratio(exact, len(given)),

@@ -186,7 +186,8 @@ def plot_recall(path: Path, scores: Sequence[Scores], k: int, title: str) -> Pat
     ax.set_xlabel("k")
     ax.set_ylabel("Recall@k")
     ax.set_ylim(0, 1.02)
-    ax.set_xticks(xs if k <= 20 else None)
+    if k <= 20:
+        ax.set_xticks(xs)
     ax.set_title(f"Recall@k: {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")

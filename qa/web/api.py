@@ -8,7 +8,7 @@ import secrets
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Any, Iterator, Literal, Optional
 
 import gradio as gr
 import httpx
@@ -26,7 +26,7 @@ from ..settings import RETRIEVERS, UserError
 from .config import (API_MAX_K, EMBED_DEFAULT_URL, EMBED_PAGE, LOCAL_FRAME_ANCESTORS,
                      LOCAL_ORIGINS, MAX_BODY_BYTES, MAX_HISTORY, STANDARD_METHODS, WebConfig)
 from .page import build_demo
-from .render import CSS
+from .render import CSS, FONT
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,30 @@ class AskBody(BaseModel):
     since: Optional[str] = Field(None, description="only articles published on or after (YYYY-MM-DD)")
     until: Optional[str] = Field(None, description="only articles published on or before (YYYY-MM-DD)")
     doc: Optional[str] = Field(None, description="only this article (doc_id)")
+
+
+# The fields /api/ask accepts, in the order the README lists them.
+ASK_FIELDS = tuple(AskBody.model_fields)
+
+
+def unknown_fields(names) -> JSONResponse | None:
+    """A 422 naming the fields /api/ask does not take, with the ones it does; None when all known.
+
+    >>> unknown_fields(["question", "k"]) is None
+    True
+    >>> unknown_fields(["question", "top_k"]).status_code
+    422
+    """
+    unknown = sorted({str(n) for n in names} - set(ASK_FIELDS))
+    if not unknown:
+        return None
+    which = ", ".join(repr(n[:60]) for n in unknown[:10])
+    s = "s" if len(unknown) > 1 else ""
+    return JSONResponse({"error": f"unknown parameter{s} {which}; /api/ask accepts "
+                                  f"{', '.join(ASK_FIELDS)}",
+                         "details": [{"field": n[:60], "problem": "unknown parameter",
+                                      "type": "extra_forbidden"} for n in unknown[:10]]},
+                        status_code=422)
 
 
 
@@ -146,6 +170,12 @@ def create_app(engine, config: WebConfig | None = None):
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         errors = exc.errors()
+        extra = [err["loc"][-1] for err in errors
+                 if err.get("type") == "extra_forbidden" and err.get("loc")]
+        if request.method == "GET" and request.url.path == "/api/ask":
+            extra += [n for n in request.query_params.keys() if n not in ASK_FIELDS]
+        if extra:  # the most useful thing to say first: which field is not ours
+            return unknown_fields(extra)
         if any(err.get("type") == "json_invalid" for err in errors):
             return JSONResponse({"error": "the body is not valid JSON; send an object such as "
                                           "{\"question\": \"When did Dongguan apply?\", \"k\": 5}"},
@@ -207,19 +237,23 @@ def create_app(engine, config: WebConfig | None = None):
             return JSONResponse({"error": f"internal error while answering ({type(e).__name__}); "
                                           f"the server log has the details"}, status_code=500)
 
-    responses = {400: {"description": "malformed JSON"}, 401: {"description": "login required"},
+    responses: dict[int | str, dict[str, Any]] = {400: {"description": "malformed JSON"}, 401: {"description": "login required"},
                  413: {"description": "body too large"},
-                 422: {"description": "invalid question, k, retriever or filter"},
+                 422: {"description": "invalid question, k, retriever or filter, or an unknown "
+                                       "parameter"},
                  503: {"description": "busy; retry later"}}
 
     @app.get("/api/ask", responses=responses, summary="Answer a question (query parameters)")
-    def ask_get(question: str = Query(description="the question", max_length=100_000),
+    def ask_get(request: Request, question: str = Query(description="the question", max_length=100_000),
                 k: Optional[int] = Query(None, ge=1, le=API_MAX_K),
                 retriever: Optional[Retriever] = None,
                 history: Optional[list[str]] = Query(None, max_length=MAX_HISTORY),
                 source: Optional[str] = None, since: Optional[str] = None,
                 until: Optional[str] = None, doc: Optional[str] = None,
                 user=Depends(require_user)):
+        refused = unknown_fields(request.query_params.keys())
+        if refused is not None:
+            return refused
         return answer(AskBody.model_construct(question=question, k=k, retriever=retriever,
                                               history=history, source=source, since=since,
                                               until=until, doc=doc))
@@ -271,6 +305,7 @@ def create_app(engine, config: WebConfig | None = None):
     demo = build_demo(engine, config)
     app = gr.mount_gradio_app(app, demo, path="/", auth=list(config.users) or None,
                               auth_message="Log in to ask the articles." if users else None,
-                              ssr_mode=False, css=CSS, footer_links=["api"])
+                              ssr_mode=False, css=CSS, footer_links=["api"],
+                              theme=gr.themes.Default(font=FONT, font_mono=FONT))
     app.state.demo = demo
     return app

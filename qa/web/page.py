@@ -10,7 +10,7 @@ from ..retrieve import Filters
 from ..settings import RETRIEVERS, UserError, check_k
 from .config import ANY_SOURCE, API_MAX_K, MAX_HISTORY, UI_MAX_K, WebConfig
 from .render import (COLORS, answer_html, article_segments, example_questions, hint_html,
-                     passage_segments, source_rows, status_html)
+                     SOURCE_HEADERS, passage_segments, source_rows, status_html)
 
 
 def build_demo(engine, config: WebConfig | None = None):
@@ -126,10 +126,13 @@ def build_demo(engine, config: WebConfig | None = None):
                                            elem_id="until", max_length=10)
             with gr.Column(scale=4):
                 status = gr.HTML(status_html(None), elem_id="status")
-                table = gr.Dataframe(headers=["#", "title", "source", "date", "score", "relevance"],
-                                     datatype=["number", "str", "str", "str", "number", "str"],
+                table = gr.Dataframe(headers=SOURCE_HEADERS,
+                                     datatype=["number", "str", "str", "str", "str"],
                                      interactive=False, wrap=True, label="Sources (click to open)",
-                                     column_widths=["6%", "36%", "18%", "14%", "12%", "14%"],
+                                     # Short fields get the room they need on one line; the
+                                     # title wraps between words in the rest. At phone width
+                                     # the table scrolls sideways rather than break a word.
+                                     column_widths=["36px", "35%", "104px", "104px", "90px"],
                                      elem_id="sources")
                 passages = gr.HighlightedText(label="Passages", elem_id="passages", elem_classes=["qa-text"],
                                               color_map=COLORS, show_legend=True,
@@ -143,13 +146,14 @@ def build_demo(engine, config: WebConfig | None = None):
                                              combine_adjacent=False)
 
         inputs = [question, chat, asked, retriever, k, source, since, until]
-        # Handlers return {component: value}; these are the components they may set.
+        # Handlers return {component: value}; these are the components they may set. Gradio takes
+        # a set here (its docs' form for dict returns), but its annotations say Sequence.
         outputs = {question, chat, asked, last, status, table, passages, opened, article}
-        send.click(on_ask, inputs, outputs, api_visibility="private")
-        question.submit(on_ask, inputs, outputs, api_visibility="private")
-        clear.click(on_clear, None, outputs, api_visibility="private")
+        send.click(on_ask, inputs, outputs, api_visibility="private")  # type: ignore[arg-type]
+        question.submit(on_ask, inputs, outputs, api_visibility="private")  # type: ignore[arg-type]
+        clear.click(on_clear, None, outputs, api_visibility="private")  # type: ignore[arg-type]
         opened.input(on_open, [opened, last], article, api_visibility="private")
-        table.select(on_row, [last], {opened, article}, api_visibility="private")
+        table.select(on_row, [last], {opened, article}, api_visibility="private")  # type: ignore[arg-type]
         gr.api(ask, api_name="ask")
     demo.queue(default_concurrency_limit=config.max_running, max_size=config.queue_size)
     return demo

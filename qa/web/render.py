@@ -22,13 +22,29 @@ CSS = """
 .qa-status { padding: 0.5em 0.8em; border-radius: 6px; background: #f1f5f9; }
 .qa-status-answer { background: #dcfce7; color: #14532d; }
 .qa-status-notfound { background: #fef3c7; color: #78350f; border: 1px dashed #d97706; }
+/* Words break only between words: a narrow table scrolls sideways instead of breaking
+   "source" into "sour/ce". A word longer than the whole line (a URL) may still be cut. */
+.gradio-container, .gradio-container * { word-break: normal !important; hyphens: manual; }
+.gradio-container { overflow-wrap: break-word; }
+#sources, #sources * { font-family: var(--font) !important; overflow-wrap: normal !important; }
+/* Rank, date and relevance on one line; title and source wrap between words. */
+#sources [role=columnheader], #sources [role=columnheader] *,
+#sources [role=gridcell]:is([data-col="0"], [data-col="3"], [data-col="4"]),
+#sources [role=gridcell]:is([data-col="0"], [data-col="3"], [data-col="4"]) * {
+  white-space: nowrap !important; }
 /* Read passages and articles as running text, not as a wrap of boxes. */
 .qa-text .textfield { display: block !important; word-break: normal !important;
-                      overflow-wrap: anywhere; line-height: 1.6; }
+                      overflow-wrap: break-word; line-height: 1.6; }
 .qa-text .token-container { display: inline; }
 .qa-text .line-break { display: block; }
 .qa-text .token.highlighted { margin-left: 0 !important; margin-right: 0 !important; }
 """
+
+# One font for the whole page, from the fonts the machine has: Gradio's default theme draws
+# headings and buttons in a bundled font that lacks some glyphs (the "A" of "Ask" came out in a
+# fallback) and the sources table in a monospace one.
+FONT = ("system-ui", "-apple-system", "Segoe UI", "Roboto", "Noto Sans", "Liberation Sans",
+        "DejaVu Sans", "Noto Sans CJK SC", "sans-serif")
 
 COLORS = {"answer": "#fde047", "best match": "#bfdbfe", "cited passage": "#d9f99d",
           "source": "#e5e7eb"}
@@ -52,8 +68,16 @@ def citations(out: dict) -> list[int]:
 
 
 def _meta(item: dict) -> str:
-    date = (item.get("date") or "")[:10] or "undated"
-    return f"{item.get('title') or item['doc_id']} — {item.get('source') or 'source unknown'}, {date}"
+    """Title — source, date; a field the article does not state is left out, not "unknown".
+
+    >>> _meta({"doc_id": "d", "title": "T", "source": "", "date": "2021-05-18T09:00"})
+    'T — 2021-05-18'
+    >>> _meta({"doc_id": "d", "title": "", "source": "", "date": ""})
+    'd'
+    """
+    known = ", ".join(x for x in (item.get("source") or "", (item.get("date") or "")[:10]) if x)
+    title = item.get("title") or item["doc_id"]
+    return f"{title} — {known}" if known else title
 
 
 def answer_html(out: dict) -> str:
@@ -92,7 +116,7 @@ def answer_html(out: dict) -> str:
             parts.append("<p>No article answers this question. The closest passages, of low "
                          "relevance:</p>")
             items = "".join(f'<li>[{p["rank"]}] {e(_meta(p))}: “{e(_clip(p["text"], 160))}” '
-                            f'(score {p["score"]:.3f}, low relevance)</li>' for p in out["passages"])
+                            f'(low relevance)</li>' for p in out["passages"])
             parts.append(f'<ul class="qa-closest">{items}</ul>')
         else:
             parts.append("<p>No passage matched the question and the filters.</p>")
@@ -120,12 +144,44 @@ def hint_html(message: str) -> str:
     return f'<div class="qa-status qa-hint" role="alert">{html.escape(message)}</div>'
 
 
-def source_rows(out: dict) -> list[list]:
-    """Rows of the sources table: rank, title, source, date, score, relevance."""
+SOURCE_HEADERS = ["#", "title", "source", "date", "relevance"]
+CITED_ROW = "background-color: #dcfce7; font-weight: 600;"
+
+
+def relevance(p: dict, cited: set[int]) -> str:
+    """What the sources table says of a passage's relevance, in words.
+
+    The retrieval scores are rescaled per question (the best passage always scores about 1), so
+    a number would read 1.000, 0.999 on every row and compare nothing across questions. The rank
+    says the order; this says what a reader needs besides: which rows the answer quotes, and
+    that all of them are weak when the articles do not answer.
+
+    >>> relevance({"rank": 1, "low_relevance": False}, {1}), relevance({"rank": 2, "low_relevance": True}, set())
+    ('cited', 'low')
+    """
+    if p["low_relevance"]:
+        return "low"
+    return "cited" if p["rank"] in cited else ""
+
+
+def source_rows(out: dict) -> dict:
+    """The sources table's value: rank, title, source, date and relevance in words, with the
+    rows the answer cites marked (a green background and bold). A field the article does not
+    state is an empty cell.
+
+    >>> t = source_rows({"answer": None, "passages": [{"rank": 1, "doc_id": "d", "title": "T",
+    ...     "source": "", "date": "2021-05-18T09:00", "low_relevance": True}]})
+    >>> t["data"], t["metadata"]["styling"]
+    ([[1, 'T', '', '2021-05-18', 'low']], [['', '', '', '', '']])
+    """
     cited = set(citations(out))
-    return [[p["rank"], p["title"], p["source"], (p["date"] or "")[:10], round(p["score"], 3),
-             "low relevance" if p["low_relevance"] else ("cited" if p["rank"] in cited else "")]
-            for p in out["passages"]]
+    data = [[p["rank"], p["title"] or p["doc_id"], p["source"] or "", (p["date"] or "")[:10],
+             relevance(p, cited)] for p in out["passages"]]
+    styling = [[CITED_ROW if p["rank"] in cited else ""] * len(SOURCE_HEADERS)
+               for p in out["passages"]]
+    return {"headers": SOURCE_HEADERS, "data": data,
+            "metadata": {"display_value": [[str(v) for v in row] for row in data],
+                         "styling": styling}}
 
 
 def passage_segments(out: dict, sentences: list[tuple[int, int] | None]) -> list[tuple[str, Optional[str]]]:
@@ -147,7 +203,7 @@ def passage_segments(out: dict, sentences: list[tuple[int, int] | None]) -> list
     segs: list[tuple[str, Optional[str]]] = []
     for i, p in enumerate(out["passages"]):
         low = " · low relevance" if p["low_relevance"] else ""
-        segs.append((f"[{p['rank']}] {_meta(p)} · score {p['score']:.3f}{low}\n", "source"))
+        segs.append((f"[{p['rank']}] {_meta(p)}{low}\n", "source"))
         text, start = p["text"], p["char_start"]
         span, label = None, None
         if a and a["doc_id"] == p["doc_id"]:
@@ -170,8 +226,8 @@ def article_segments(article, out: dict, rank: int) -> list[tuple[str, Optional[
     answer snippet inside it labelled "answer"."""
     p = next((p for p in out["passages"] if p["rank"] == rank), None)
     text = article.text
-    head = (f"{article.title or article.doc_id}\n{article.source or 'source unknown'} · "
-            f"{article.date or 'undated'} · {article.doc_id}\n\n")
+    known = " · ".join(x for x in (article.source, article.date, article.doc_id) if x)
+    head = f"{article.title or article.doc_id}\n{known}\n\n"
     segs: list[tuple[str, Optional[str]]] = [(head, "source")]
     if p is None:
         return segs + [(text, None)]

@@ -1,0 +1,210 @@
+"""The sharded build on a Ray cluster (`qa build --ray ADDRESS --shards N`); Ray is imported here only.
+
+The pipeline, in Ray Data:
+  articles (ingested on the driver, so ids and de-duplication are exactly a single build's)
+  -> chunk and embed, in an actor pool (each actor loads the model once: its tokenizer sizes the
+     passages, then it encodes them)
+  -> materialized in the object store; one pass of tasks counts passages per article and the
+     BM25 statistics per block, which the driver adds up and plans the shards with (qa.shards)
+  -> each passage gets its global id and shard
+  -> grouped by shard; each group is written as a normal index folder (qa.shards.write_shard)
+The shards are written under the new build's temporary folder, which the driver then publishes as
+a single build does: a build that fails leaves the previous index serving. Every node must see
+that folder at the same path (one machine, or a shared file system).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .settings import Settings, UserError
+
+INSTALL_HINT = "pip install -e .[ray]  (or pip install 'qa[ray]')"
+
+
+def import_ray():
+    """ray, or a UserError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"--ray needs Ray, which is not installed ({e}); install it with "
+                        f"`{INSTALL_HINT}`") from None
+    return ray
+
+
+def connect(address: str):
+    """Join the Ray cluster at address (host:port, or "auto"); quiet, and idempotent."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot reach a Ray cluster at {address} ({str(e).splitlines()[0]}); "
+                            f"start one with `ray start --head --port 6379` and pass --ray "
+                            f"127.0.0.1:6379") from None
+    return ray
+
+
+def _threads(n: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(n)))
+
+
+class ChunkEmbed:
+    """Ray Data actor: article rows -> passage rows (ids within the article) with their unit
+    vectors. The model is loaded once per actor and serves both the chunker (its tokenizer
+    sizes passages) and the embedding."""
+
+    def __init__(self, settings: dict, cpus: float):
+        from .embed import load_encoder
+
+        _threads(cpus)
+        self.settings = Settings(**settings)
+        self.encoder = load_encoder(self.settings.model)
+
+    def __call__(self, batch: dict) -> dict:
+        from .build import _chunk_all
+        from .store import _article_from_row, _passage_row, embed_text
+
+        out: dict[str, list] = {"article": [], "j": [], "passage": [], "text": []}
+        for i, row in zip(batch["article"], batch["row"]):
+            article = _article_from_row(json.loads(row))
+            for p in _chunk_all([article], self.encoder, self.settings):
+                out["article"].append(int(i))
+                out["j"].append(p.pid)
+                out["passage"].append(json.dumps(_passage_row(p), ensure_ascii=False))
+                out["text"].append(embed_text(article, p, self.settings.title_context))
+        cols = {k: np.array(v, dtype=object if k in ("passage", "text") else np.int64)
+                for k, v in out.items()}
+        cols["vector"] = self.encoder.encode(out["text"], batch_size=self.settings.batch_size)
+        return cols
+
+
+def _tally(batch: dict) -> dict:
+    """A block's passages per article and its BM25 statistics, to be added up on the driver."""
+    from collections import Counter
+
+    from .bm25corpus import corpus_stats_part
+
+    part = corpus_stats_part(list(batch["text"]))
+    part["articles"] = {int(a): n for a, n in Counter(batch["article"].tolist()).items()}
+    return {"part": np.array([json.dumps(part)], dtype=object)}
+
+
+def _place(batch: dict, first_pid: list[int], shard_of: list[int]) -> dict:
+    """Global passage id and shard of each passage row."""
+    articles = batch["article"]
+    batch["pid"] = np.array([first_pid[a] for a in articles], dtype=np.int64) + batch["j"]
+    batch["shard"] = np.array([shard_of[a] for a in articles], dtype=np.int64)
+    return batch
+
+
+def _write_group(batch: dict, folder: str, manifests: list[dict], articles: list[str],
+                 shard_articles: list[tuple[int, int]], corpus: dict) -> dict:
+    """One shard's rows (a whole group) -> a shard folder; returns its manifest entry."""
+    from dataclasses import replace
+
+    from .shards import shard_name, write_shard
+    from .store import _article_from_row, _passage_from_row
+
+    number = int(batch["shard"][0])
+    order = np.argsort(batch["pid"], kind="stable")
+    passages = [replace(_passage_from_row(json.loads(batch["passage"][i])), pid=int(batch["pid"][i]))
+                for i in order]
+    texts = [batch["text"][i] for i in order]
+    vectors = np.ascontiguousarray(np.stack([batch["vector"][i] for i in order]), dtype=np.float32)
+    a, b = shard_articles[number]
+    entry = write_shard(Path(folder) / shard_name(number), manifests[number],
+                        [_article_from_row(json.loads(r)) for r in articles[a:b]],
+                        passages, texts, vectors, corpus)
+    return {"entry": np.array([json.dumps(entry)], dtype=object)}
+
+
+def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str, shards: int,
+                 workers: int | None = None, progress: bool = True):
+    """A sharded build on the Ray cluster at address (see the module docstring).
+
+    Args:
+        sources: folders or files, as `qa build`.
+        settings: the index folder, model and chunking.
+        address: the cluster (host:port of its head, or "auto").
+        shards: how many shards.
+        workers: actors in the chunk-and-embed pool; default the cluster's CPUs.
+
+    Returns:
+        qa.build.BuildSummary.
+    """
+    import time
+
+    from .build import BuildSummary, build_record
+    from .bm25corpus import add_stats
+    from .embed import load_encoder
+    from .ingest import ingest
+    from .shards import plan_shards, shard_manifest, write_collection
+    from .store import _article_row, lock, publish, writable
+
+    import_ray()  # before any work: a missing extra is said at once
+    started = time.perf_counter()
+    folders = [Path(s) for s in sources]
+    report = ingest(folders)
+    if shards < 1 or shards > len(report.articles):
+        plan_shards([1] * len(report.articles), shards)  # raises the UserError that says why
+    ray = connect(address)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.execution_options.verbose_progress = False
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    workers = workers or max(1, cpus)
+    encoder = load_encoder(settings.model)  # the driver's copy: the build record only
+    base = build_record(settings, encoder, folders)
+    root = writable(Path(settings.index_dir))
+    rows = [json.dumps(_article_row(a), ensure_ascii=False) for a in report.articles]
+    settings_dict = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
+    settings_dict["index_dir"] = str(settings_dict["index_dir"])
+    summary: dict = {}
+
+    def fill(tmp: Path) -> None:
+        blocks = max(1, min(len(rows), 4 * workers))
+        embedded = ray.data.from_items(
+            [{"article": i, "row": r} for i, r in enumerate(rows)], override_num_blocks=blocks,
+        ).map_batches(ChunkEmbed, batch_size=8, num_cpus=1,
+                      compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
+                      fn_constructor_kwargs={"settings": settings_dict, "cpus": 1}).materialize()
+        parts = [json.loads(r["part"]) for r in embedded.map_batches(_tally, batch_size=4096).take_all()]
+        counts = [0] * len(rows)
+        for part in parts:
+            for a, n in part.pop("articles").items():
+                counts[int(a)] += n
+        corpus = add_stats(parts)
+        plan = plan_shards(counts, shards)
+        first_pid = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
+        shard_of = [0] * len(rows)
+        for number, (a, b) in enumerate(plan):
+            shard_of[a:b] = [number] * (b - a)
+        manifests = [shard_manifest(base, n, shards, first_pid[a], b - a, sum(counts[a:b]))
+                     for n, (a, b) in enumerate(plan)]
+        entries = (embedded
+                   .map_batches(_place, fn_kwargs={"first_pid": first_pid, "shard_of": shard_of})
+                   .groupby("shard", num_partitions=shards)
+                   .map_groups(_write_group, batch_format="numpy",
+                               fn_kwargs={"folder": str(tmp), "manifests": manifests,
+                                          "articles": rows, "shard_articles": plan,
+                                          "corpus": corpus})
+                   .take_all())
+        got = [json.loads(e["entry"]) for e in entries]
+        if len(got) != shards:
+            raise UserError(f"the Ray build wrote {len(got)} of {shards} shards; the previous "
+                            f"index is still live")
+        write_collection(tmp, base, got, corpus)
+        summary["passages"] = sum(counts)
+
+    with lock(root):
+        target = publish(root, fill)
+    return BuildSummary(len(report.articles), summary["passages"], report.skipped,
+                        report.duplicates, time.perf_counter() - started, target,
+                        f"{shards} shards on Ray")
