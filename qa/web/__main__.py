@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     _say(f"Serving on http://{shown}:{port}/  (JSON API: /api/ask, schema: /openapi.json"
          f"{', login required' if config.users else ''}; Ctrl+C to stop)")
-    uvicorn.run(app, host=args.host, port=port, log_level="warning")
+    # h11, not whichever parser is installed: httptools (which Ray Serve's extra brings) refuses a
+    # long request line with a bare 400, where h11 hands it on and the API explains (422).
+    uvicorn.run(app, host=args.host, port=port, log_level="warning", http="h11")
     return 0
 
 
