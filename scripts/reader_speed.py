@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import random
@@ -60,7 +59,8 @@ def collect(indexes: list[str], questions: list[str], limit: int) -> list[dict]:
 
 def variants(cache: Path) -> dict:
     """name -> score(question, pairs) callable."""
-    from qa.reader import OnnxModel, Reader
+    from qa.onnxrt import Session
+    from qa.reader import Reader, pair_tokenizer
 
     torch_int8 = Reader(backend="torch")
     torch_fp32 = Reader(backend="torch", quantize=False)
@@ -79,12 +79,12 @@ def variants(cache: Path) -> dict:
 
     def onnx_threads(reader, n):
         other = copy.copy(reader)
-        other.onnx = OnnxModel(reader.onnx_path, threads=n)
+        other.onnx = Session(reader.onnx_path, threads=n)
         return other.score
 
     def shorter(reader, n):
         other = copy.copy(reader)
-        other.config = dataclasses.replace(reader.config, max_length=n)
+        other.tokenizer = pair_tokenizer(reader.base, n)
         return other.score
 
     return {

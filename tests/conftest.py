@@ -30,18 +30,38 @@ def require_shared_data(reason: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def reader_cache(tmp_path_factory) -> Path:
-    """The readers' ONNX exports go to a folder of this session, not ~/.cache."""
-    path = Path(os.environ.get("QA_READER_CACHE") or tmp_path_factory.mktemp("reader-cache"))
-    os.environ["QA_READER_CACHE"] = str(path)
+def onnx_cache(tmp_path_factory) -> Path:
+    """The encoder's and the readers' ONNX exports go to a folder of this session, not ~/.cache
+    (CI may point QA_ONNX_CACHE at one folder for all its tiers: each exports once)."""
+    path = Path(os.environ.get("QA_ONNX_CACHE") or tmp_path_factory.mktemp("onnx-cache"))
+    os.environ["QA_ONNX_CACHE"] = str(path)
     return path
 
 
 @pytest.fixture(scope="session")
-def encoder():
+def encoder(onnx_cache):
+    """The encoder the product uses: all-MiniLM-L6-v2 through ONNX Runtime."""
     from qa.embed import load_encoder
 
     return load_encoder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def torch_encoder():
+    """The same model through sentence-transformers on torch: the reference for the ONNX path."""
+    from qa.embed import SentenceEncoder
+
+    return SentenceEncoder("all-MiniLM-L6-v2")
+
+
+@pytest.fixture(scope="session")
+def model_tokenizer():
+    """The model's tokenizer as transformers loads it: the reference for word-piece counts."""
+    from transformers import AutoTokenizer
+
+    from qa.embed import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
 
 
 @pytest.fixture(scope="session")

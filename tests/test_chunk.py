@@ -68,12 +68,12 @@ def test_passage_ids_are_positions(index):
     assert [p.pid for p in index.passages] == list(range(len(index.passages)))
 
 
-def test_seeds_passages_fit_the_model_with_title_context(index, encoder):
+def test_seeds_passages_fit_the_model_with_title_context(index, encoder, model_tokenizer):
     """Counted with the real tokenizer on exactly what is embedded, special tokens included."""
     texts = [index.embed_text(p) for p in index.passages]
     assert all(t.startswith(index.articles[p.doc_id].title + ". ")
                for t, p in zip(texts, index.passages))
-    sizes = [len(ids) for ids in encoder.model.tokenizer(texts)["input_ids"]]
+    sizes = [len(ids) for ids in model_tokenizer(texts)["input_ids"]]
     assert max(sizes) <= encoder.max_seq_length == 256
     # Filled up to about 128 word pieces, the length the model was trained on.
     bare = encoder.count_tokens([p.text for p in index.passages])
@@ -100,10 +100,11 @@ def long_index(tmp_path_factory, encoder):
     return load(path), text, sentence, blob
 
 
-def test_a_600_word_sentence_is_cut_so_the_model_never_truncates(long_index, encoder):
+def test_a_600_word_sentence_is_cut_so_the_model_never_truncates(long_index, encoder,
+                                                                model_tokenizer):
     index, text, sentence, blob = long_index
     assert index.articles["long"].title == LONG_TITLE
-    sizes = [len(ids) for ids in encoder.model.tokenizer(
+    sizes = [len(ids) for ids in model_tokenizer(
         [index.embed_text(p) for p in index.passages])["input_ids"]]
     assert max(sizes) <= encoder.max_seq_length
     assert len(index.passages) >= 8  # 600 words of ~1.3 pieces, cut near 128

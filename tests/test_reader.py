@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qa import reader as reader_module
+from qa import onnxrt
 from qa.reader import (CALIBRATION, CONFIDENCE_FEATURES, CONFIG, PACKAGED_READER, WEIGHTS, Reader,
-                       ReaderCalibration, file_sha256, open_reader)
+                       ReaderCalibration, file_sha256, open_reader, pair_text)
 from qa.settings import UserError
 from qa.types import Linear
 
@@ -198,6 +198,20 @@ REAL_PAIRS = [json.loads(line) for line in
               (ROOT / "tests" / "fixtures" / "reader_pairs.jsonl").read_text().splitlines()]
 
 
+def test_the_reader_tokenizes_pairs_as_training_did(model_tokenizer):
+    """Inference reads through `tokenizers` alone (no transformers import); training tokenized
+    with transformers' AutoTokenizer. Same word pieces, truncation and padding on real pairs."""
+    reader = Reader(backend="onnx")
+    for x in REAL_PAIRS + [{"question": "why " * 80, "pairs": [["T", "long " * 90], ["", "x"]]}]:
+        pairs = [tuple(p) for p in x["pairs"]]
+        want = model_tokenizer([x["question"]] * len(pairs), [pair_text(t, s) for t, s in pairs],
+                               truncation="longest_first", max_length=reader.config.max_length,
+                               padding=True, return_tensors="np")
+        got = reader._encode(x["question"], pairs)
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            assert np.array_equal(got[name], want[name]), (name, x["question"])
+
+
 @pytest.fixture(scope="module")
 def packaged_torch_fp32() -> Reader:
     return Reader(backend="torch", quantize=False)
@@ -230,13 +244,14 @@ def test_the_onnx_export_is_cached_by_the_weights_sha256_and_reused(tiny_reader,
     path = first.onnx_path
     assert path is not None and path.parent == tmp_path
     assert path.name.startswith(f"reader-{file_sha256(tiny_reader / WEIGHTS)[:12]}-")
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
+    # The model and the record of its probe scores; no temporary file left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name, path.name + ".check.json"]
     before = path.stat().st_mtime_ns
 
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
-    monkeypatch.setattr(reader_module, "export_onnx", no_export)
+    monkeypatch.setattr(onnxrt, "export", no_export)
     again = Reader(tiny_reader, backend="onnx", cache_dir=tmp_path)
     assert again.backend == "onnx" and again.onnx_path == path
     assert path.stat().st_mtime_ns == before
