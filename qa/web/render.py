@@ -146,6 +146,8 @@ def hint_html(message: str) -> str:
 
 SOURCE_HEADERS = ["#", "title", "source", "date", "relevance"]
 CITED_ROW = "background-color: #dcfce7; font-weight: 600;"
+UNKNOWN = "unknown"
+MISSING = "color: #78716c; font-style: italic;"
 
 
 def relevance(p: dict, cited: set[int]) -> str:
@@ -167,18 +169,19 @@ def relevance(p: dict, cited: set[int]) -> str:
 def source_rows(out: dict) -> dict:
     """The sources table's value: rank, title, source, date and relevance in words, with the
     rows the answer cites marked (a green background and bold). A field the article does not
-    state is an empty cell.
+    state reads "unknown", in grey italics, so a blank cell never looks like a rendering fault.
 
     >>> t = source_rows({"answer": None, "passages": [{"rank": 1, "doc_id": "d", "title": "T",
     ...     "source": "", "date": "2021-05-18T09:00", "low_relevance": True}]})
     >>> t["data"], t["metadata"]["styling"]
-    ([[1, 'T', '', '2021-05-18', 'low']], [['', '', '', '', '']])
+    ([[1, 'T', 'unknown', '2021-05-18', 'low']], [['', '', 'color: #78716c; font-style: italic;', '', '']])
     """
     cited = set(citations(out))
-    data = [[p["rank"], p["title"] or p["doc_id"], p["source"] or "", (p["date"] or "")[:10],
-             relevance(p, cited)] for p in out["passages"]]
-    styling = [[CITED_ROW if p["rank"] in cited else ""] * len(SOURCE_HEADERS)
-               for p in out["passages"]]
+    data = [[p["rank"], p["title"] or p["doc_id"], p["source"] or UNKNOWN,
+             (p["date"] or "")[:10] or UNKNOWN, relevance(p, cited)] for p in out["passages"]]
+    styling = [[(CITED_ROW if p["rank"] in cited else "") + (MISSING if v == UNKNOWN and c in (2, 3)
+                                                             else "")
+                for c, v in enumerate(row)] for p, row in zip(out["passages"], data)]
     return {"headers": SOURCE_HEADERS, "data": data,
             "metadata": {"display_value": [[str(v) for v in row] for row in data],
                          "styling": styling}}
