@@ -176,6 +176,9 @@ class FanOut:
                     raise Unavailable(self._down(handle.deployment_name, lost)) from None
                 except RayActorError as e:
                     lost += 1
+                    if time.monotonic() >= deadline:  # its replicas keep dying
+                        self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
+                        raise Unavailable(self._down(handle.deployment_name, lost)) from None
                     log.warning("%s: its replica died during a call (%s); asking again",
                                 handle.deployment_name, type(e).__name__)
                     time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile
