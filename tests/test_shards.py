@@ -489,20 +489,30 @@ def _kill(pid: int) -> float:
     return time.monotonic()
 
 
+def _delete_app(address: str) -> None:
+    """No qa app on the cluster (an earlier test may have deployed one); this process joins it."""
+    from ray import serve as ray_serve
+    from ray.serve.exceptions import RayServeException
+
+    from qa.cluster import connect
+    from qa.serve import APP
+
+    connect(address)
+    try:
+        ray_serve.delete(APP)
+    except RayServeException:  # Serve does not run there: no app to delete
+        pass
+
+
 @pytest.mark.slow
 def test_web_app_without_the_qa_app_says_how_to_start_it(ray_cluster):
     """Before `served`: the cluster runs, no qa app on it."""
     import os
 
     import ray
-    from ray import serve as ray_serve
-
-    from qa.cluster import connect
-    from qa.serve import APP
 
     try:
-        connect(ray_cluster)
-        ray_serve.delete(APP)  # the app an earlier test deployed
+        _delete_app(ray_cluster)
     finally:
         ray.shutdown()
     env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -721,11 +731,7 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
 
     import psutil
     import ray
-    from ray import serve as ray_serve
     from ray._private.state import state
-
-    from qa.cluster import connect
-    from qa.serve import APP
 
     root = tmp_path / "index"
     shutil.copytree(sharded[2], root)
@@ -733,8 +739,7 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
     env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     log = tmp_path / "build.log"
     try:
-        connect(ray_cluster)
-        ray_serve.delete(APP)  # the build's actors need the CPUs the app's replicas hold
+        _delete_app(ray_cluster)  # the build's actors need the CPUs the app's replicas hold
         node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node2"))
         raylet = next(p for p in psutil.process_iter(["cmdline"])
                       if f"--raylet_socket_name={node['RayletSocketName']}" in (p.info["cmdline"] or []))
