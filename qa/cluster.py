@@ -108,8 +108,8 @@ class ChunkEmbed:
 
 class NodeWatch:
     """Stops the build when a node it started with leaves the cluster (a crash, a kill -9 of its
-    raylet): Ray Data would otherwise wait, maybe for ever, for the lost node's actors. The build
-    thread gets a KeyboardInterrupt; `lost` then names the node."""
+    raylet), whatever Ray Data makes of the lost actors and tasks meanwhile. The build thread gets
+    a KeyboardInterrupt; `lost` then names the node."""
 
     def __init__(self, ray, period: float = 2.0):
         self.ray, self.period = ray, period
