@@ -575,6 +575,37 @@ def test_web_app_answers_through_serve(served, engine, questions):
     assert httpx.get(f"{url}/embed.html", timeout=60).status_code == 200
     bad = httpx.post(f"{url}/api/ask", json={"question": "  "}, timeout=60)
     assert bad.status_code == 422 and "question is empty" in bad.json()["error"]
+    # The page's Gradio API answers through the same engine.
+    from gradio_client import Client
+
+    q = asked[0]
+    out = Client(url + "/", verbose=False).predict(q["question"], 10, "hybrid", api_name="/ask")
+    assert same_json(engine, {q["id"]: out}, [q]) == []
+
+
+def test_remote_articles_fetch_whole_articles_once():
+    """The web app's articles under --ray: metadata listed, texts fetched on demand and kept."""
+    from qa.serve import RemoteArticles
+    from qa.types import Article
+
+    whole = {d: Article(d, f"text of {d}", title=d.upper(), source="S") for d in ("a", "b", "c")}
+    fetched = []
+
+    def fetch(doc_id):
+        fetched.append(doc_id)
+        return whole[doc_id]
+
+    articles = RemoteArticles([Article(d, "", title=d.upper(), source="S") for d in whole], fetch,
+                              keep=2)
+    assert len(articles) == 3 and "a" in articles and "z" not in articles
+    assert {a.source for a in articles.values()} == {"S"} and fetched == []
+    articles.remember({"a": whole["a"]})  # came with an answer
+    assert articles["a"].text == "text of a" and fetched == []
+    assert articles["b"].text == "text of b" and articles["b"].text and fetched == ["b"]
+    articles["c"]  # keeps 2: "a" is dropped, and fetched again when asked for
+    assert articles["a"].text == "text of a" and fetched == ["b", "c", "a"]
+    with pytest.raises(KeyError):
+        articles["z"]
 
 
 def _ask_concurrently(url: str, asked: list[list[dict]], started) -> list[dict]:
