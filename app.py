@@ -1,4 +1,4 @@
-"""Launch the web app: python app.py [--host H] [--port P] [--index DIR] [--auth user:pass].
+"""Launch the web app: python app.py [--host H] [--port P] [--index DIR | --ray ADDRESS] [--auth user:pass].
 
 Everything else (flags, index check, page, JSON API) lives in the qa/web/ package; see `python app.py --help`.
 """

@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--ray", metavar="ADDRESS", required=True, help="the cluster (host:port or auto)")
     s.add_argument("--replicas", type=int, default=1, help="replicas of each shard (default 1)")
+    s.add_argument("--shard-timeout", type=float, default=None, metavar="SECONDS",
+                   help="how long a question waits for a shard that is down (asking again when "
+                        "its replica is replaced) before it fails naming the shard (default 30)")
     s.set_defaults(run=cmd_serve)
 
     for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench"),
@@ -173,8 +176,11 @@ def cmd_serve(args) -> int:
 
     if args.replicas < 1:
         raise UserError(f"--replicas must be at least 1, got {args.replicas}")
+    if args.shard_timeout is not None and not args.shard_timeout > 0:
+        raise UserError(f"--shard-timeout must be more than 0 seconds, got {args.shard_timeout}")
     settings = settings_from(args)
-    got = deploy(args.ray, settings.index_dir, settings, replicas=args.replicas)
+    got = deploy(args.ray, settings.index_dir, settings, replicas=args.replicas,
+                 **({"shard_timeout": args.shard_timeout} if args.shard_timeout else {}))
     print(f"serving {settings.index_dir} on {args.ray}: {got['shards']} shard deployments x "
           f"{got['replicas']} replicas and an ingress; ask with `qa ask --ray {args.ray} QUESTION`")
     return 0

@@ -16,6 +16,7 @@ that folder at the same path (one machine, or a shared file system).
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +38,14 @@ def import_ray():
 
 
 def connect(address: str):
-    """Join the Ray cluster at address (host:port, or "auto"); quiet, and idempotent."""
+    """Join the Ray cluster at address (host:port, or "auto"); quiet, and idempotent.
+
+    Raises:
+        UserError: nothing listens at address, or Ray cannot join the cluster there.
+    """
     ray = import_ray()
     if not ray.is_initialized():
+        _probe(address)
         try:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
@@ -47,6 +53,21 @@ def connect(address: str):
                             f"start one with `ray start --head --port 6379` and pass --ray "
                             f"127.0.0.1:6379") from None
     return ray
+
+
+def _probe(address: str, seconds: float = 5.0) -> None:
+    """Refuse at once an address where nothing listens: ray.init would wait minutes for it."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray parses itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise UserError(f"no Ray cluster at {address} ({e.strerror or e}); start one with `ray "
+                        f"start --head --port {port}` or pass the address `ray status` shows "
+                        f"to --ray") from None
 
 
 def _threads(n: float) -> None:
@@ -83,6 +104,61 @@ class ChunkEmbed:
                 for k, v in out.items()}
         cols["vector"] = self.encoder.encode(out["text"], batch_size=self.settings.batch_size)
         return cols
+
+
+class NodeWatch:
+    """Stops the build when a node it started with leaves the cluster (a crash, a kill -9 of its
+    raylet), whatever Ray Data makes of the lost actors and tasks meanwhile. The build thread gets
+    a KeyboardInterrupt; `lost` then names the node."""
+
+    def __init__(self, ray, period: float = 2.0):
+        self.ray, self.period = ray, period
+        self.nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+        self.lost: str | None = None
+        self._done = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._watch, name="qa-node-watch", daemon=True)
+
+    def __enter__(self) -> NodeWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._done = True
+
+    def check(self) -> str | None:
+        """The first node that left the cluster since the start, as "node ID (address)"."""
+        try:
+            alive = {n["NodeID"] for n in self.ray.nodes() if n["Alive"]}
+        except Exception:  # the head itself is unreachable: not a lost worker node
+            return None
+        gone = [n for n in self.nodes if n not in alive]
+        return f"node {gone[0][:12]} ({self.nodes[gone[0]]})" if gone else None
+
+    def _watch(self) -> None:
+        import _thread
+        import time
+
+        while True:
+            time.sleep(self.period)
+            lost = self.check()
+            with self._lock:
+                if self._done:
+                    return
+                if lost:
+                    self.lost = lost
+                    _thread.interrupt_main()
+                    return
+
+
+def _lost_within(watch: NodeWatch, seconds: float) -> str | None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (lost := watch.check()) is None and time.monotonic() < deadline:
+        time.sleep(watch.period)
+    return lost
 
 
 def _tally(batch: dict) -> dict:
@@ -169,6 +245,21 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     summary: dict = {}
 
     def fill(tmp: Path) -> None:
+        watch = NodeWatch(ray)
+        try:
+            with watch:
+                write(tmp)
+        except (KeyboardInterrupt, Exception) as e:
+            lost = watch.lost
+            if lost is None and not isinstance(e, (KeyboardInterrupt, UserError)):
+                lost = _lost_within(watch, 30.0)  # Ray may say a task failed before GCS marks its node dead
+            if lost is None:
+                raise
+            raise UserError(f"{lost} left the Ray cluster during the build, which stopped; the "
+                            f"previous index in {root}/ is still live (CURRENT unchanged). Rerun "
+                            f"the build once every node is back (`ray status` lists them)") from None
+
+    def write(tmp: Path) -> None:
         blocks = max(1, min(len(rows), 4 * workers))
         embedded = ray.data.from_items(
             [{"article": i, "row": r} for i, r in enumerate(rows)], override_num_blocks=blocks,

@@ -6,21 +6,39 @@ collection's manifest and BM25 statistics: it encodes the question once, asks ev
 parallel, merges their candidates exactly as one index ranks them (qa.shards.merge_shard_hits),
 and answers with the same picker and reader as `qa ask` on one machine. Ray is imported here, and
 only when a command is given --ray.
+
+Faults: a shard call whose replica dies is asked again (Serve routes it to the replica that
+replaces it) until the shard's deadline; a shard that does not answer by then fails the question
+with qa.settings.Unavailable naming it (`shard-001 did not answer ...`). No answer is ever built
+from a subset of the shards. `RemoteQA` is the engine the web app answers with under --ray.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .settings import Settings, UserError
+from .settings import Settings, Unavailable, UserError
+from .types import Article
 
 APP = "qa"
+# How long the ingress waits for one shard, asking again when its replica dies, before failing
+# the question (a replaced shard replica is back in a few seconds on an idle machine).
+SHARD_TIMEOUT_S = 30.0
+# How long a client (qa ask --ray, the web app) waits for the ingress.
+ASK_TIMEOUT_S = 120.0
+# Serve's health check of shard replicas (its default is 10 s): a hung replica is replaced sooner.
+HEALTH_CHECK_PERIOD_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class ShardSearch:
@@ -42,6 +60,13 @@ class ShardSearch:
         return shard_hits(self.retriever, self.first_pid, question,
                           None if qvec is None else np.asarray(qvec, dtype=np.float32),
                           k, method, filters)
+
+    def catalog(self) -> list[Article]:
+        """The shard's articles without their text (the web page lists sources and examples)."""
+        return [replace(a, text="", body=()) for a in self.index.articles.values()]
+
+    def article(self, doc_id: str) -> Article | None:
+        return self.index.articles.get(doc_id)
 
 
 class _RequestArticles:
@@ -111,17 +136,71 @@ class RemoteIndex:
 class FanOut:
     """Retriever.search over the shard deployments: ask all, wait for all, merge."""
 
-    def __init__(self, index: RemoteIndex, handles: list, encoder, alpha: float):
+    def __init__(self, index: RemoteIndex, handles: list, encoder, alpha: float,
+                 timeout: float = SHARD_TIMEOUT_S):
         self.index, self.handles, self.encoder, self.alpha = index, handles, encoder, alpha
+        self.timeout = timeout
+        # Fan-outs answered after asking a shard again, and failed because a shard stayed down.
+        self.counts = {"fanouts": 0, "retried": 0, "failed": 0, "replicas_lost": 0}
+        self._lock = threading.Lock()
+
+    def _count(self, **add: int) -> None:
+        with self._lock:
+            for key, n in add.items():
+                self.counts[key] += n
+
+    def gather(self, method: str, *args) -> list:
+        """Every shard's answer to `method(*args)`, in shard order.
+
+        All shards are asked at once. A call whose replica dies (kill -9, a lost node) is asked
+        again, which Serve routes to the replica replacing it, until `timeout` seconds from the
+        start; the calls only read, so asking twice is safe.
+
+        Raises:
+            Unavailable: a shard did not answer in time; the message names it.
+        """
+        from ray.exceptions import RayActorError
+
+        deadline = time.monotonic() + self.timeout
+        calls = [getattr(h, method).remote(*args) for h in self.handles]
+        out, lost_here = [], 0
+        for handle, call in zip(self.handles, calls):
+            lost = 0
+            while True:
+                try:
+                    out.append(call.result(timeout_s=max(0.0, deadline - time.monotonic())))
+                    break
+                except TimeoutError:
+                    call.cancel()
+                    self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
+                    raise Unavailable(self._down(handle.deployment_name, lost)) from None
+                except RayActorError as e:
+                    lost += 1
+                    if time.monotonic() >= deadline:  # its replicas keep dying
+                        self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
+                        raise Unavailable(self._down(handle.deployment_name, lost)) from None
+                    log.warning("%s: its replica died during a call (%s); asking again",
+                                handle.deployment_name, type(e).__name__)
+                    time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile
+                    call = getattr(handle, method).remote(*args)
+            lost_here += lost
+        self._count(fanouts=1, retried=int(lost_here > 0), replicas_lost=lost_here)
+        return out
+
+    def _down(self, shard: str, lost: int) -> str:
+        why = (f" (its replica died {lost} time(s) during the call and no replacement answered "
+               f"in time)" if lost else "")
+        return (f"{shard} did not answer within {self.timeout:g} s{why}; no answer is given from "
+                f"the other shards alone. Retry in a few seconds; if it persists, check that "
+                f"{shard}'s folder is readable on every node and redeploy with `qa serve`")
 
     def search(self, question: str, k: int = 5, method: str = "hybrid", filters=None, qvec=None):
         from .shards import merge_shard_hits
 
         if method != "bm25" and qvec is None:
             qvec = self.encoder.encode([question])[0]
-        responses = [h.hits.remote(question, qvec, k, method, filters) for h in self.handles]
         # Every shard answers or the question fails: never an answer from a subset of shards.
-        parts = [r.result() for r in responses]
+        parts = self.gather("hits", question, qvec, k, method, filters)
         self.index.hold(parts)
         return merge_shard_hits(parts, k, method, self.alpha, qvec)
 
@@ -129,30 +208,63 @@ class FanOut:
 class Ingress:
     """A Serve deployment's class: encodes, fans out, merges, picks; returns `qa ask --json`."""
 
-    def __init__(self, root: str, settings: dict, *shards):
+    def __init__(self, root: str, settings: dict, *shards, shard_timeout: float = SHARD_TIMEOUT_S):
         from .embed import load_encoder
         from .engine import QA
         from .retrieve import HYBRID_ALPHA
 
         index = RemoteIndex(Path(root))
+        self.index, self.fields = index, settings
         self.settings = Settings(**settings)
         encoder = load_encoder(index.model)
         self.qa = QA(index, encoder, self.settings)  # type: ignore[arg-type]  # index-like
-        self.qa.retriever = FanOut(index, list(shards), encoder, HYBRID_ALPHA)  # type: ignore[assignment]
+        self.fanout = FanOut(index, list(shards), encoder, HYBRID_ALPHA, shard_timeout)
+        self.qa.retriever = self.fanout  # type: ignore[assignment]
 
-    def _answer(self, question, k, retriever, filters, history) -> dict:
+    def _answer(self, question, k, retriever, filters, history, page=False) -> dict:
         result = self.qa.ask(question, k=k, retriever=retriever, filters=filters, history=history)
-        return self.qa.to_json(result)
+        out = self.qa.to_json(result)
+        if not page:
+            return out
+        # This thread's candidates' articles: the page shows the cited ones whole.
+        docs = {h.passage.doc_id for h in result.hits}
+        return {"json": out, "sentences": list(result.sentences),
+                "articles": {d: self.index.articles[d] for d in docs}}
 
     async def ask(self, question: str, k: int | None = None, retriever: str | None = None,
                   filters=None, history: list[str] | None = None) -> dict:
         # Off the replica's event loop: the fan-out waits on the shards' responses.
         return await asyncio.to_thread(self._answer, question, k, retriever, filters, history)
 
+    async def ask_page(self, question: str, k: int | None = None, retriever: str | None = None,
+                       filters=None, history: list[str] | None = None) -> dict:
+        """As ask, with what the web page shows besides the JSON: {"json", "sentences" (the
+        picker's best sentence per passage), "articles" (of the passages, whole)}."""
+        return await asyncio.to_thread(self._answer, question, k, retriever, filters, history,
+                                       True)
+
+    async def info(self) -> dict:
+        """The collection's manifest, the settings and every article without its text."""
+        parts = await asyncio.to_thread(self.fanout.gather, "catalog")
+        return {"manifest": self.index.raw, "settings": self.fields,
+                "articles": [a for part in parts for a in part]}
+
+    async def article(self, doc_id: str) -> Article | None:
+        parts = await asyncio.to_thread(self.fanout.gather, "article", doc_id)
+        return next((a for a in parts if a is not None), None)
+
+    def stats(self) -> dict:
+        """Fan-outs so far, those answered after asking a shard again, those failed."""
+        return dict(self.fanout.counts)
+
 
 def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
-           cpus_per_replica: float = 0.25) -> dict:
+           cpus_per_replica: float = 0.25, shard_timeout: float = SHARD_TIMEOUT_S) -> dict:
     """Run the app on the cluster (replacing a running one): a deployment per shard, the ingress.
+
+    Args:
+        shard_timeout: seconds the ingress waits for a shard (asking again when its replica
+            dies) before failing the question with a message naming the shard.
 
     Returns:
         {"shards": n, "replicas": replicas}
@@ -168,28 +280,192 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     shard_apps = []
     for entry in index.raw["shards"]:
         dep: Any = serve.deployment(ShardSearch, name=entry["path"], num_replicas=replicas,
-                                    ray_actor_options=options)
+                                    ray_actor_options=options,
+                                    health_check_period_s=HEALTH_CHECK_PERIOD_S)
         shard_apps.append(dep.bind(str(index.build_dir / entry["path"]), entry["first_pid"],
                                    index.model))
     fields = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
     fields["index_dir"] = str(fields["index_dir"])
     ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=1,
                                     ray_actor_options=options)
-    serve.run(ingress.bind(str(index.path), fields, *shard_apps), name=APP, route_prefix=None)
+    serve.run(ingress.bind(str(index.path), fields, *shard_apps, shard_timeout=shard_timeout),
+              name=APP, route_prefix=None)
     del ray
     return {"shards": len(shard_apps), "replicas": replicas}
 
 
-def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:
-    """One question through the running app; the object `qa ask --json` prints."""
+def app_handle(address: str):
+    """The handle of the running `qa` app on the cluster at address.
+
+    Raises:
+        UserError: no cluster there, or no `qa` app on it; the message says how to start it.
+    """
     from .cluster import connect
 
     connect(address)
     from ray import serve
 
     try:
-        handle = serve.get_app_handle(APP)
+        return serve.get_app_handle(APP)
     except Exception as e:  # Serve says "not found" in several exception types across 2.x
-        raise UserError(f"no qa app is running on the Ray cluster at {address} ({e}); start it "
+        raise UserError(f"no qa app is running on the Ray cluster at {address} "
+                        f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); start it "
                         f"with `qa serve --ray {address} --index DIR`") from None
-    return handle.ask.remote(question, k, retriever, filters, history).result()
+
+
+def result(address: str, response, timeout: float = ASK_TIMEOUT_S):
+    """A handle call's result, its failures said in one line.
+
+    Raises:
+        UserError: what the ingress raised for the request (a bad question, a filter), as it was.
+        Unavailable: a shard or the ingress is down (see FanOut.gather), or no answer in time.
+    """
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import RayServeException
+
+    redeploy = f"redeploy with `qa serve --ray {address} --index DIR`"
+    try:
+        return response.result(timeout_s=timeout)
+    except TimeoutError:
+        response.cancel()
+        raise Unavailable(f"the qa app on the Ray cluster at {address} did not answer within "
+                          f"{timeout:g} s; retry later, and if it persists {redeploy}") from None
+    except RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+    except (RayActorError, RayServeException) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise Unavailable(f"the qa app on the Ray cluster at {address} failed to answer "
+                          f"({type(e).__name__}{': ' + first if first else ''}); retry in a few "
+                          f"seconds, and if it persists {redeploy}") from None
+
+
+def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:
+    """One question through the running app; the object `qa ask --json` prints."""
+    handle = app_handle(address)
+    return result(address, handle.ask.remote(question, k, retriever, filters, history))
+
+
+# ---------------------------------------------------------------- the web app's engine
+
+@dataclass(frozen=True)
+class RemoteResult:
+    """What the web page needs of an answer from the app: the JSON and the picker's sentences."""
+
+    out: dict
+    sentences: tuple
+
+
+class RemoteArticles:
+    """The collection's articles as the web page reads them: every article's metadata (from the
+    shards, at start; `values()` and `items()` give these, without text), and whole articles by
+    `[doc_id]` (those of recent answers, kept; others asked of the shards)."""
+
+    def __init__(self, catalog: list[Article], fetch, keep: int = 512):
+        from collections import OrderedDict
+
+        self._catalog = {a.doc_id: a for a in catalog}
+        self._whole: OrderedDict[str, Article] = OrderedDict()
+        self._fetch, self._keep = fetch, keep
+        self._lock = threading.Lock()
+
+    def remember(self, articles: dict[str, Article]) -> None:
+        with self._lock:
+            for doc_id, article in articles.items():
+                self._whole[doc_id] = article
+                self._whole.move_to_end(doc_id)
+            while len(self._whole) > self._keep:
+                self._whole.popitem(last=False)
+
+    def __getitem__(self, doc_id: str) -> Article:
+        with self._lock:
+            if doc_id in self._whole:
+                return self._whole[doc_id]
+        if doc_id not in self._catalog:
+            raise KeyError(doc_id)
+        article = self._fetch(doc_id)
+        if article is None:
+            raise KeyError(doc_id)
+        self.remember({doc_id: article})
+        return article
+
+    def get(self, doc_id: str, default=None):
+        try:
+            return self[doc_id]
+        except KeyError:
+            return default
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._catalog
+
+    def __len__(self) -> int:
+        return len(self._catalog)
+
+    def __iter__(self):
+        return iter(self._catalog)
+
+    def keys(self):
+        return self._catalog.keys()
+
+    def values(self):
+        return self._catalog.values()
+
+    def items(self):
+        return self._catalog.items()
+
+
+class RemoteCatalog:
+    """The index as the web app sees it under --ray: the manifest and the articles."""
+
+    def __init__(self, manifest, articles: RemoteArticles):
+        self.manifest, self.articles = manifest, articles
+        self.passages = range(manifest.passages)  # their count; the passages stay on the shards
+        self.stale = False
+
+    @property
+    def model(self) -> str:
+        return self.manifest.model
+
+
+class RemoteQA:
+    """The engine of `python app.py --ray ADDRESS`: qa.engine.QA's ask, to_json, index and
+    settings, answered by the `qa` app on the cluster through a Serve handle."""
+
+    def __init__(self, address: str, handle, info: dict):
+        from .store import Manifest
+
+        self.address, self.handle = address, handle
+        self.settings = Settings(**info["settings"])
+        articles = RemoteArticles(info["articles"], self._article)
+        self.index = RemoteCatalog(Manifest.from_json(info["manifest"]), articles)
+
+    def _article(self, doc_id: str) -> Article | None:
+        return result(self.address, self.handle.article.remote(doc_id))
+
+    def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
+            filters=None, history: list[str] | None = None) -> RemoteResult:
+        """As QA.ask, through the app.
+
+        Raises:
+            UserError: as QA.ask.
+            Unavailable: a shard or the app is down; the message names it.
+        """
+        got = result(self.address, self.handle.ask_page.remote(question, k, retriever, filters,
+                                                                history))
+        self.index.articles.remember(got["articles"])
+        return RemoteResult(got["json"], tuple(got["sentences"]))
+
+    def to_json(self, result: RemoteResult) -> dict:
+        return result.out
+
+
+def open_app(address: str) -> RemoteQA:
+    """The engine for the web app, on the `qa` app running on the cluster at address.
+
+    Raises:
+        UserError: no cluster at address, or no `qa` app on it.
+    """
+    handle = app_handle(address)
+    return RemoteQA(address, handle, result(address, handle.info.remote()))

@@ -40,6 +40,13 @@ class UsageError(UserError):
     exit_code = 2
 
 
+class Unavailable(UserError):
+    """A part of the service is down for now (a shard of the index, the Ray Serve app); the
+    message names it. The web API answers 503, the command line exits with 3."""
+
+    exit_code = 3
+
+
 def check_k(k, limit: int) -> int:
     """k as given when it is a whole number from 1 to limit.
 

@@ -196,13 +196,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = None,
+def serve(index: Path | None, *args: str, log: Path | None = None, env: dict | None = None,
           auth: tuple[str, str] | None = None,
           startup_seconds: float = 240) -> Iterator[tuple[str, subprocess.Popen]]:
     """Run `python -m qa.web --index INDEX ARGS` (what app.py runs) on a free 127.0.0.1 port;
     yield (url, process).
 
     Args:
+        index: the index folder; None for none (with --ray ADDRESS in args).
         env: extra environment variables (e.g. QA_AUTH).
         auth: credentials for the readiness probe, when the server has a login.
     """
@@ -212,7 +213,8 @@ def serve(index: Path, *args: str, log: Path | None = None, env: dict | None = N
     env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
                         "PYTHONUNBUFFERED": "1"} | (env or {})
     out = open(log or os.devnull, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "qa.web", "--index", str(index),
+    where = ["--index", str(index)] if index is not None else []
+    proc = subprocess.Popen([sys.executable, "-m", "qa.web", *where,
                              "--port", str(port), "--quiet", *args],
                             env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -349,3 +349,466 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert json.loads(out.stdout) == replies[q["id"]]
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
+
+
+# ---------------------------------------------------------------- faults: the fan-out, app.py --ray
+
+class _Response:
+    """A fake DeploymentResponse: returns `outcome`, or raises it."""
+
+    def __init__(self, outcome):
+        self.outcome, self.cancelled = outcome, False
+
+    def result(self, timeout_s=None):
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Shard:
+    """A fake shard deployment handle: each `hits.remote()` gets the next outcome (the last one
+    repeats)."""
+
+    def __init__(self, name: str, *outcomes):
+        self.deployment_name, self.outcomes, self.calls = name, list(outcomes), []
+        self.hits = self
+
+    def remote(self, *args):
+        outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        self.calls.append(_Response(outcome))
+        return self.calls[-1]
+
+
+def _fanout(*shards, timeout=0.5):
+    from qa.serve import FanOut
+
+    return FanOut(None, list(shards), None, 0.5, timeout)  # type: ignore[arg-type]
+
+
+def test_fanout_asks_again_a_shard_whose_replica_died():
+    ray_or_fail()
+    from ray.exceptions import ActorDiedError
+
+    one, two = _Shard("shard-000", "a"), _Shard("shard-001", ActorDiedError(), "b")
+    fan = _fanout(one, two)
+    assert fan.gather("hits", "q") == ["a", "b"]
+    assert len(two.calls) == 2 and len(one.calls) == 1
+    assert fan.counts == {"fanouts": 1, "retried": 1, "failed": 0, "replicas_lost": 1}
+
+
+@pytest.mark.parametrize("down, said", [("timeout", "did not answer within 0.5 s;"),
+                                        ("dies", r"did not answer within 0.5 s \(its replica "
+                                                 r"died \d+ time")])
+def test_fanout_names_the_shard_that_stays_down(down, said):
+    """Never the other shards' answer alone: the question fails, naming the missing shard."""
+    ray_or_fail()
+    from ray.exceptions import ActorDiedError
+
+    from qa.settings import Unavailable
+
+    outcome = TimeoutError() if down == "timeout" else ActorDiedError()
+    one, two, three = _Shard("shard-000", "a"), _Shard("shard-001", outcome), _Shard("shard-002", "c")
+    fan = _fanout(one, two, three)
+    with pytest.raises(Unavailable, match="shard-001 " + said) as e:
+        fan.gather("hits", "q")
+    assert "shard-000" not in str(e.value) and "shard-002" not in str(e.value)
+    assert fan.counts["failed"] == 1
+    if down == "timeout":
+        assert two.calls[-1].cancelled  # not left queued for a replica that may never come
+    else:
+        assert len(two.calls) > 1  # asked again until the deadline
+
+
+def test_client_errors_are_one_line():
+    """What the ingress raises for a request comes back as it was; a lost ingress is Unavailable."""
+    ray_or_fail()
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from qa.serve import result
+    from qa.settings import Unavailable, UsageError
+
+    cause = Unavailable("shard-001 did not answer within 30 s; ...")
+    wrapped = RayTaskError("ask", "Traceback ...", cause).as_instanceof_cause()
+    with pytest.raises(Unavailable, match="^shard-001 did not answer") as e:
+        result("127.0.0.1:1", _Response(wrapped))
+    assert e.value.exit_code == 3
+    usage = RayTaskError("ask", "Traceback ...", UsageError("the question is empty")).as_instanceof_cause()
+    with pytest.raises(UsageError, match="^the question is empty$"):
+        result("127.0.0.1:1", _Response(usage))
+    with pytest.raises(Unavailable, match="qa app on the Ray cluster at 127.0.0.1:1 failed to "
+                                          "answer \\(ActorDiedError"):
+        result("127.0.0.1:1", _Response(ActorDiedError()))
+    late = _Response(TimeoutError())
+    with pytest.raises(Unavailable, match="did not answer within 5 s"):
+        result("127.0.0.1:1", late, timeout=5)
+    assert late.cancelled
+
+
+def test_web_app_with_no_cluster_says_so_in_one_line():
+    ray_or_fail()
+    import os
+
+    port = _free_port()
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "app.py", "--ray", f"127.0.0.1:{port}", "--port",
+                          str(_free_port())], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=120)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"error: no Ray cluster at 127.0.0.1:{port} (Connection refused); start one with `ray "
+        f"start --head --port {port}` or pass the address `ray status` shows to --ray"]
+
+
+def test_web_app_ray_refuses_in_process_flags(capsys):
+    from qa.web import main
+
+    assert main(["--ray", "127.0.0.1:1", "--index", "/nonexistent", "--port", str(_free_port())]) == 1
+    assert "--index cannot be used with --ray" in capsys.readouterr().err
+
+
+def _replica_pid(deployment: str) -> int | None:
+    """The process id of the live replica of `deployment` in the qa app (the GCS actor table;
+    the state API needs the dashboard, which the test cluster does not run)."""
+    from ray._private.state import state
+
+    for actor in state.actor_table(None).values():
+        if actor.get("State") == "ALIVE" and actor.get("ActorClassName") == f"ServeReplica:qa:{deployment}":
+            return int(actor["Pid"])
+    return None
+
+
+def _kill(pid: int) -> float:
+    import os
+    import signal
+    import time
+
+    os.kill(pid, signal.SIGKILL)
+    return time.monotonic()
+
+
+def _delete_app(address: str) -> None:
+    """No qa app on the cluster (an earlier test may have deployed one); this process joins it."""
+    from ray import serve as ray_serve
+    from ray.serve.exceptions import RayServeException
+
+    from qa.cluster import connect
+    from qa.serve import APP
+
+    connect(address)
+    try:
+        ray_serve.delete(APP)
+    except RayServeException:  # Serve does not run there: no app to delete
+        pass
+
+
+@pytest.mark.slow
+def test_web_app_without_the_qa_app_says_how_to_start_it(ray_cluster):
+    """Before `served`: the cluster runs, no qa app on it."""
+    import os
+
+    import ray
+
+    try:
+        _delete_app(ray_cluster)
+    finally:
+        ray.shutdown()
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "app.py", "--ray", ray_cluster, "--port",
+                          str(_free_port())], capture_output=True, text=True, cwd=ROOT, env=env,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: no qa app is running on the Ray cluster at {ray_cluster} ")
+    assert last.endswith(f"start it with `qa serve --ray {ray_cluster} --index DIR`")
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, sharded, tmp_path_factory):
+    """A copy of the 2-shard index (the fault tests break it) served on the cluster by `qa serve
+    --shard-timeout 10`, and the web app answering through it (`python -m qa.web --ray`, which is
+    what app.py runs) on a free port. Yields (address, index folder, URL)."""
+    import os
+    import shutil
+
+    from qa.soak import serve as web
+
+    root = tmp_path_factory.mktemp("served") / "index"
+    shutil.copytree(sharded[2], root)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "-m", "qa.cli", "serve", "--ray", ray_cluster,
+                          "--index", str(root), "--shard-timeout", "10"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with web(None, "--ray", ray_cluster, "--max-running", "8", log=root.parent / "web.log",
+             env={"RAY_USAGE_STATS_ENABLED": "0"}, startup_seconds=300) as (url, _):
+        yield ray_cluster, root, url
+
+
+@pytest.mark.slow
+def test_web_app_answers_through_serve(served, engine, questions):
+    """`app.py --ray`: GET and POST /api/ask give what the single-machine index answers; the
+    page, the health route and the embed page are served."""
+    import httpx
+
+    _, _, url = served
+    asked = questions[:4]
+    for method in ("GET", "POST"):
+        replies = {}
+        for q in asked:
+            if method == "GET":
+                r = httpx.get(f"{url}/api/ask", params={"question": q["question"], "k": 10},
+                              timeout=300)
+            else:
+                r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10},
+                               timeout=300)
+            assert r.status_code == 200, r.text
+            replies[q["id"]] = r.json()
+        assert same_json(engine, replies, asked) == [], method
+    health = httpx.get(f"{url}/api/health", timeout=60).json()
+    assert (health["documents"], health["passages"]) == (len(engine.index.articles),
+                                                         len(engine.index.passages))
+    assert httpx.get(f"{url}/", timeout=60).status_code == 200
+    assert httpx.get(f"{url}/embed.html", timeout=60).status_code == 200
+    bad = httpx.post(f"{url}/api/ask", json={"question": "  "}, timeout=60)
+    assert bad.status_code == 422 and "question is empty" in bad.json()["error"]
+    # The page's Gradio API answers through the same engine.
+    from gradio_client import Client
+
+    q = asked[0]
+    out = Client(url + "/", verbose=False).predict(q["question"], 10, "hybrid", api_name="/ask")
+    assert same_json(engine, {q["id"]: out}, [q]) == []
+
+
+def test_remote_articles_fetch_whole_articles_once():
+    """The web app's articles under --ray: metadata listed, texts fetched on demand and kept."""
+    from qa.serve import RemoteArticles
+    from qa.types import Article
+
+    whole = {d: Article(d, f"text of {d}", title=d.upper(), source="S") for d in ("a", "b", "c")}
+    fetched = []
+
+    def fetch(doc_id):
+        fetched.append(doc_id)
+        return whole[doc_id]
+
+    articles = RemoteArticles([Article(d, "", title=d.upper(), source="S") for d in whole], fetch,
+                              keep=2)
+    assert len(articles) == 3 and "a" in articles and "z" not in articles
+    assert {a.source for a in articles.values()} == {"S"} and fetched == []
+    articles.remember({"a": whole["a"]})  # came with an answer
+    assert articles["a"].text == "text of a" and fetched == []
+    assert articles["b"].text == "text of b" and articles["b"].text and fetched == ["b"]
+    articles["c"]  # keeps 2: "a" is dropped, and fetched again when asked for
+    assert articles["a"].text == "text of a" and fetched == ["b", "c", "a"]
+    with pytest.raises(KeyError):
+        articles["z"]
+
+
+def _ask_concurrently(url: str, asked: list[list[dict]], started) -> list[dict]:
+    """Each client asks its questions one after another (POST, k=10), all clients at once;
+    `started` is set when the first reply is in."""
+    import threading
+    import time
+
+    import httpx
+
+    replies: list[dict] = []
+
+    def client(mine: list[dict]) -> None:
+        with httpx.Client(timeout=300) as http:
+            for q in mine:
+                t0 = time.monotonic()
+                r = http.post(f"{url}/api/ask", json={"question": q["question"], "k": 10})
+                replies.append({"q": q, "status": r.status_code, "body": r.json(),
+                                "start": t0, "end": time.monotonic()})
+                started.set()
+
+    threads = [threading.Thread(target=client, args=(mine,)) for mine in asked]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+        assert not t.is_alive(), "a client got no reply within 600 s"
+    return replies
+
+
+@pytest.mark.slow
+def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions):
+    """kill -9 of shard-001's replica while 8 clients ask 3 questions each through the web app:
+    every reply is the single-machine answer or a 503 naming the shard, Serve starts a new
+    replica, and then every shard answers again."""
+    import threading
+    import time
+
+    import httpx
+    import ray
+
+    from qa.cluster import connect
+    from qa.serve import app_handle
+
+    address, _, url = served
+    try:
+        connect(address)
+        before = app_handle(address).stats.remote().result(timeout_s=60)
+        old = _replica_pid("shard-001")
+        assert old is not None
+        started = threading.Event()
+        asked = [[questions[(3 * c + i) % len(questions)] for i in range(3)] for c in range(8)]
+        box: dict = {}
+        runner = threading.Thread(target=lambda: box.update(
+            replies=_ask_concurrently(url, asked, started)))
+        runner.start()
+        assert started.wait(300), "no reply within 300 s"
+        killed = _kill(old)
+        while (new := _replica_pid("shard-001")) in (None, old):
+            assert time.monotonic() - killed < 180, "shard-001 was not replaced within 180 s"
+            time.sleep(0.2)
+        replaced = time.monotonic() - killed
+        runner.join(timeout=900)
+        replies = box["replies"]
+        assert len(replies) == 24
+        wrong = []
+        for r in replies:
+            if r["status"] == 200:
+                wrong += same_json(engine, {r["q"]["id"]: r["body"]}, [r["q"]])
+            elif r["status"] != 503 or "shard-001" not in r["body"].get("error", ""):
+                wrong.append(f"{r['q']['id']}: {r['status']} {r['body']}")
+        assert wrong == []
+        # After the restart every shard answers again, through the web app.
+        back = {}
+        for q in questions[:3]:
+            r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+            assert r.status_code == 200, r.text
+            back[q["id"]] = r.json()
+        assert same_json(engine, back, questions[:3]) == []
+        after = app_handle(address).stats.remote().result(timeout_s=60)
+        in_flight = [r for r in replies if r["start"] < killed < r["end"]]
+        print(f"\nkill -9 of shard-001 (pid {old}): a new replica (pid {new}) was alive after "
+              f"{replaced:.1f} s; of 24 questions, {len(in_flight)} in flight at the kill, "
+              f"{sum(r['status'] == 200 for r in replies)} answered "
+              f"({after['retried'] - before['retried']} after asking a shard again, "
+              f"{after['replicas_lost'] - before['replicas_lost']} shard calls lost with their "
+              f"replica), {sum(r['status'] == 503 for r in replies)} got 503; slowest reply "
+              f"{max(r['end'] - r['start'] for r in replies):.1f} s")
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_shard_that_stays_down_is_named(served, engine, questions):
+    """shard-001's folder gone and its replica killed: Serve cannot start it again, so the web
+    API answers 503 and `qa ask --ray` exits 3, both naming shard-001, never an answer from
+    shard-000 alone; with the folder back the shard returns."""
+    import os
+    import time
+
+    import httpx
+    import ray
+
+    from qa.cluster import connect
+
+    address, root, url = served
+    shard = root / (root / "CURRENT").read_text().strip() / "shard-001"
+    away = shard.with_name("shard-001.away")
+    q = questions[0]
+    try:
+        connect(address)
+        pid = _replica_pid("shard-001")
+        assert pid is not None
+        shard.rename(away)
+        _kill(pid)
+        t0 = time.monotonic()
+        r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+        waited = time.monotonic() - t0
+        assert r.status_code == 503, r.text
+        assert r.json()["error"].startswith("shard-001 did not answer within 10 s")
+        assert r.headers["retry-after"]
+        env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+        out = subprocess.run([sys.executable, "-m", "qa.cli", "ask", q["question"], "--ray",
+                              address, "--json"], capture_output=True, text=True, cwd=ROOT,
+                             env=env, timeout=300)
+        assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
+        assert out.stdout == "" and "Traceback" not in out.stderr
+        assert out.stderr.strip().splitlines()[-1].startswith(
+            "error: shard-001 did not answer within 10 s")
+    finally:
+        if away.exists():
+            away.rename(shard)
+        ray.shutdown()
+    restored = time.monotonic()
+    while True:
+        r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+        if r.status_code == 200:
+            break
+        assert time.monotonic() - restored < 300, f"shard-001 did not come back: {r.text}"
+    assert same_json(engine, {q["id"]: r.json()}, [q]) == []
+    print(f"\nshard-001 down: 503 after {waited:.1f} s; answering again "
+          f"{time.monotonic() - restored:.1f} s after its folder was back")
+
+
+@pytest.mark.slow
+def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, sharded, engine,
+                                                                  encoder, questions, tmp_path):
+    """kill -9 of the second node's raylet (and its workers) while `qa build --ray` embeds: the
+    build fails with one line naming the node, CURRENT still names the previous build, which
+    loads and answers as before. Last of this module: the cluster has one node after it."""
+    import os
+    import shutil
+    import time
+
+    import psutil
+    import ray
+    from ray._private.state import state
+
+    root = tmp_path / "index"
+    shutil.copytree(sharded[2], root)
+    before = (root / "CURRENT").read_text()
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = tmp_path / "build.log"
+    try:
+        _delete_app(ray_cluster)  # the build's actors need the CPUs the app's replicas hold
+        node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node2"))
+        raylet = next(p for p in psutil.process_iter(["cmdline"])
+                      if f"--raylet_socket_name={node['RayletSocketName']}" in (p.info["cmdline"] or []))
+        with log.open("w") as err:
+            build = subprocess.Popen([sys.executable, "-m", "qa.cli", "build", str(SEEDS),
+                                      "--index", str(root), "--ray", ray_cluster, "--shards", "2",
+                                      "--quiet"], stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+                                     env=env)
+        try:
+            deadline = time.monotonic() + 300
+            while not any("ChunkEmbed" in (a.get("ActorClassName") or "")
+                          and a["Address"].get("NodeID") == node["NodeID"]
+                          and a.get("State") != "DEAD" for a in state.actor_table(None).values()):
+                assert build.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "no build actor on the second node in 300 s"
+                time.sleep(0.5)
+            for p in [raylet, *raylet.children(recursive=True)]:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            killed = time.monotonic()
+            code = build.wait(timeout=600)
+            failed_after = time.monotonic() - killed
+        finally:
+            if build.poll() is None:
+                build.kill()
+    finally:
+        ray.shutdown()
+    err = log.read_text()
+    assert code == 1, err[-3000:]
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(said) == 1 and "left the Ray cluster during the build" in said[0], err[-3000:]
+    assert "previous index" in said[0] and "CURRENT unchanged" in said[0]
+    assert (root / "CURRENT").read_text() == before
+    assert [p.name for p in (root / "builds").iterdir()] == [before.strip().split("/")[1]]
+    assert len(load_sharded(root).shards) == 2
+    other = QA.open(Settings(index_dir=root), encoder=encoder)
+    assert same_answers(engine, other, questions[:5]) == []
+    print(f"\nnode lost during the build: it failed {failed_after:.1f} s after the kill")

@@ -1,4 +1,5 @@
-"""`python -m qa.web` (and `python app.py`): parse the flags, open or build the index, serve."""
+"""`python -m qa.web` (and `python app.py`): parse the flags, open or build the index (or, with
+--ray, join the `qa` app on a Ray cluster), serve."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from .config import DEFAULT_HOST, DEFAULT_PORT, WebConfig, parse_origins, parse_
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python app.py [--host H] [--port P] [--index DIR] [--auth user:pass] ...`; returns the exit code."""
+    """`python app.py [--host H] [--port P] [--index DIR | --ray ADDRESS] [--auth user:pass] ...`;
+    returns the exit code."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = argparse.ArgumentParser(prog="app.py", description="Serve the question-answering page and "
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
                         "pages on this machine only")
     p.add_argument("--max-running", type=int, default=2, help="questions answered at once (default 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bar when building")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="answer through the app `qa serve --ray ADDRESS --index DIR` runs on the "
+                        "Ray cluster at ADDRESS instead of in this process; needs .[ray]")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -49,11 +54,14 @@ def main(argv: list[str] | None = None) -> int:
                                                          or os.environ.get("QA_ALLOWED_ORIGINS")),
                            max_running=args.max_running)
         _check_port(args.host, port)
-        settings = default_settings(index_dir=args.index)
-        engine = open_or_build(settings, args.sources, rebuild=args.rebuild,
-                               progress=not args.quiet)
-        if engine.index.stale:
-            _say(f"warning: {settings.index_dir}/ is older than its articles")
+        if args.ray:
+            engine = _remote(args)
+        else:
+            settings = default_settings(index_dir=args.index)
+            engine = open_or_build(settings, args.sources, rebuild=args.rebuild,
+                                   progress=not args.quiet)
+            if engine.index.stale:
+                _say(f"warning: {settings.index_dir}/ is older than its articles")
         from .api import create_app
 
         app = create_app(engine, config)
@@ -71,6 +79,22 @@ def main(argv: list[str] | None = None) -> int:
     # long request line with a bare 400, where h11 hands it on and the API explains (422).
     uvicorn.run(app, host=args.host, port=port, log_level="warning", http="h11")
     return 0
+
+
+def _remote(args):
+    """The engine answering through the `qa` app on the Ray cluster at --ray (qa.serve.RemoteQA)."""
+    given = [f for f, v in (("--index", args.index), ("--sources", args.sources),
+                            ("--rebuild", args.rebuild)) if v]
+    if given:
+        raise UserError(f"{', '.join(given)} cannot be used with --ray: the app answers from the "
+                        f"index `qa serve --ray {args.ray} --index DIR` deployed; pass them to "
+                        f"`qa serve`, or drop --ray to answer in this process")
+    from ..serve import open_app
+
+    engine = open_app(args.ray)
+    _say(f"Answering through the qa app on the Ray cluster at {args.ray} "
+         f"({len(engine.index.articles)} articles, {engine.index.manifest.passages} passages)")
+    return engine
 
 
 def _check_port(host: str, port: int) -> None:

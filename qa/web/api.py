@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..retrieve import Filters
-from ..settings import RETRIEVERS, UserError
+from ..settings import RETRIEVERS, Unavailable, UserError
 from .config import (API_MAX_K, EMBED_DEFAULT_URL, EMBED_PAGE, LOCAL_FRAME_ANCESTORS,
                      LOCAL_ORIGINS, MAX_BODY_BYTES, MAX_HISTORY, STANDARD_METHODS, WebConfig)
 from .page import build_demo
@@ -130,7 +130,7 @@ def create_app(engine, config: WebConfig | None = None):
         title="qa: ask the articles", version=__version__,
         description="Questions answered from a folder of news articles, with exact citations. "
                     "`/api/ask` returns the object that `qa ask --json` prints; errors are "
-                    "`{\"error\": message}` with a 4xx status (503 when busy). The page is at `/`.")
+                    "`{\"error\": message}` with a 4xx status (503 when busy or a shard is down). The page is at `/`.")
 
     # --- policy: embedding origins, security headers, body size
     origins = config.allowed_origins
@@ -226,6 +226,8 @@ def create_app(engine, config: WebConfig | None = None):
                 result = engine.ask(body.question, k=body.k, retriever=body.retriever,
                                     filters=filters, history=body.history)
                 return JSONResponse(engine.to_json(result))
+        except Unavailable as e:  # a shard or the Ray Serve app is down (app.py --ray)
+            return JSONResponse({"error": str(e)}, status_code=503, headers={"Retry-After": "5"})
         except UserError as e:
             return JSONResponse({"error": str(e)}, status_code=422)
         except Busy:
@@ -241,7 +243,8 @@ def create_app(engine, config: WebConfig | None = None):
                  413: {"description": "body too large"},
                  422: {"description": "invalid question, k, retriever or filter, or an unknown "
                                        "parameter"},
-                 503: {"description": "busy; retry later"}}
+                 503: {"description": "busy, or (under --ray) a shard of the index is down; "
+                                       "retry later"}}
 
     @app.get("/api/ask", responses=responses, summary="Answer a question (query parameters)")
     def ask_get(request: Request, question: str = Query(description="the question", max_length=100_000),
