@@ -234,8 +234,14 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.execution_options.verbose_progress = False
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    workers = workers or max(1, cpus)
+    # One embedding actor per CPU that is free now, not per CPU of the cluster: a cluster that
+    # also runs `qa serve` holds some, and a pool waiting for all of them would never start.
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if not workers and free < 1:
+        raise UserError(f"the Ray cluster at {address} has {free:g} CPUs free, and each embedding "
+                        f"worker needs 1; add a node, or stop what holds them (`qa serve` does: "
+                        f"`serve shutdown`), then build again")
+    workers = workers or int(free)
     encoder = load_encoder(settings.model)  # the driver's copy: the build record only
     base = build_record(settings, encoder, folders)
     root = writable(Path(settings.index_dir))
