@@ -438,6 +438,9 @@ def add_arguments(p) -> None:
     r.add_argument("--ann-size", metavar="N",
                    help="build HNSW and IVF-PQ at this size and compare them with Flat (default "
                         "the largest --shard-sizes)")
+    r.add_argument("--ann", default="hnsw,ivf-flat,ivf-pq", metavar="KINDS",
+                   help="the approximate indexes built at --ann-size (default hnsw,ivf-flat,ivf-pq; "
+                        "HNSW of 1M vectors takes tens of minutes on 2 loaded cores)")
 
 
 def parse_sizes(text: str) -> list[int | str]:
@@ -509,6 +512,11 @@ def check_cluster_args(args) -> tuple[list[int | str], list[int] | None]:
             raise UserError("--ann-size needs --shard-sizes (the Flat sizes to time)")
     elif shard_sizes:
         args.ann_size = max(shard_sizes)
+    from .bench_cluster import ANN_KINDS
+
+    args.ann = tuple(k.strip().lower() for k in args.ann.split(",") if k.strip())
+    if not args.ann or set(args.ann) - set(ANN_KINDS):
+        raise UserError(f"--ann: expected some of {','.join(ANN_KINDS)}, got {args.ann!r}")
     return sizes, shard_sizes
 
 
@@ -526,7 +534,7 @@ def run_past_one_machine(args) -> int:
         rows += run_cluster(args, sizes[0], args.out)
         text.append(cluster_table(rows))
     if shard_sizes:
-        found = shard_search(shard_sizes, args.ann_size, args.rounds)
+        found = shard_search(shard_sizes, args.ann_size, args.rounds, kinds=args.ann)
         (args.out / "shard_search.json").write_text(json.dumps(found, indent=2))
         (args.out / "shard_search.md").write_text(shard_table(found) + "\n")
         rows += [r | {"figure": "shard_search"} for r in found]

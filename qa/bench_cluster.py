@@ -91,14 +91,18 @@ def _search_times(index, queries: np.ndarray, rounds: int) -> dict[str, float]:
         return percentiles(timed(lambda q: index.search(q.reshape(1, -1), 10), list(queries), rounds))
 
 
+ANN_KINDS = ("hnsw", "ivf-flat", "ivf-pq")
+
+
 def shard_search(sizes: list[int], ann_size: int | None, rounds: int, queries: int = 200,
-                 dim: int = DIM, seed: int = 0) -> list[dict]:
+                 dim: int = DIM, seed: int = 0, kinds: tuple[str, ...] = ANN_KINDS) -> list[dict]:
     """Flat search time of one shard at each size, and approximate indexes at ann_size.
 
     Args:
         sizes: vectors per shard.
         ann_size: the size at which HNSW and IVF-PQ are built and compared with Flat; None for
             none.
+        kinds: which approximate indexes (of ANN_KINDS; "ivf-pq" is timed at two nprobe).
         rounds: timed one-query searches per index.
         queries: distinct random query vectors (the recall is over all of them).
 
@@ -127,6 +131,8 @@ def shard_search(sizes: list[int], ann_size: int | None, rounds: int, queries: i
         del flat
         built: dict[str, tuple] = {}
         for name, (factory, params) in ann_factories(n).items():
+            if not any(name.lower().startswith(kind) for kind in kinds):
+                continue
             say(f"shard search {n:,}: {name}")
             if factory in built:
                 index, build_s = built[factory]

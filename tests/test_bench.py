@@ -126,6 +126,7 @@ def test_parse_counts(text, expected):
     (["--shard-sizes", "10"], "--shard-sizes: 10 is too small"),
     (["--shard-sizes", "1k", "--workers", "2"], "add --ray ADDRESS"),
     (["--ann-size", "10k"], "--ann-size needs --shard-sizes"),
+    (["--shard-sizes", "1k", "--ann", "lsh"], "--ann: expected some of hnsw,ivf-flat,ivf-pq"),
     (["--shard-sizes", "1k", "--rounds", "3"], "--rounds must be at least 10"),
 ])
 def test_bench_past_one_machine_refuses_bad_options(tmp_path, capsys, argv, says):
@@ -189,3 +190,36 @@ def test_bench_shard_search_tiny_run(tmp_path, capsys):
     assert json.loads((tmp_path / "shard_search.json").read_text()) == [
         {k: v for k, v in r.items() if k != "figure"} for r in rows]
     assert "| 2,000 " in (tmp_path / "shard_search.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_ray_on_a_two_node_cluster(ray_cluster, tmp_path, capsys):
+    """A bounded `qa bench --ray` on the seeds: one Ray build (1 actor, 2 shards), a dozen
+    questions in process and through Serve, all answered as the single index answers them."""
+    import ray
+
+    try:
+        rc = main(["bench", "--ray", ray_cluster, "--sizes", "seeds", "--workers", "1",
+                   "--check-shards", "2", "--check-questions", "12", "--rounds", "10", "--json",
+                   "--out", str(tmp_path)])
+    finally:
+        ray.shutdown()  # this process was a driver of the cluster the fixture ends
+    assert rc == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {}
+    for r in rows:
+        by.setdefault(r["figure"], []).append(r)
+    assert by["cluster"][0]["nodes"] == 2 and by["cluster"][0]["cpus_per_node"] == [1, 1]
+    builds = {(r["how"], r["workers"], r["shards"]): r for r in by["build"]}
+    assert set(builds) == {("single process", 1, 1), ("ray", 1, 2)}
+    assert {r["passages"] for r in by["build"]} == {40} and {r["documents"] for r in by["build"]} == {5}
+    assert all(r["passages_per_s"] > 0 and r["load_average"] >= 0 for r in by["build"])
+    assert by["encode"][0]["threads"] == 1 and by["encode"][0]["passages_per_s"] > 0
+    assert {(r["path"], r["shards"]) for r in by["same_answers"]} == {
+        ("in process (Ray build)", 2), ("Serve", 2)}
+    for r in by["same_answers"]:
+        assert r["questions"] >= 10 and r["any"] == 0, r  # the same answers as the single index
+    assert [r["path"] for r in by["latency"]] == ["serve", "in process", "in process, 1 thread"]
+    assert all(r["questions"] == 10 and 0 < r["p50_ms"] <= r["p95_ms"] for r in by["latency"])
+    assert json.loads((tmp_path / "ray.json").read_text()) == rows
+    assert "| Ray " in (tmp_path / "ray.md").read_text()

@@ -264,3 +264,46 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert json.loads(out.stdout) == replies[q["id"]]
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
+
+
+SQUAD = ROOT.parent / "shared" / "beir" / "squad-v1.1-dev"
+
+
+@pytest.mark.slow
+def test_squad_questions_answer_as_one_index_in_shards_and_through_serve(ray_cluster, tmp_path,
+                                                                         encoder):
+    """A few hundred SQuAD 1.1 dev questions over the first 300 paragraphs: the index in 2
+    shards (in process) and in 4 shards (through Serve on the 2-node cluster) answer each as the
+    single index does. The in-process shards are those of the Ray build (the test above); the
+    full 2,067 paragraphs and 500 questions are `qa bench --ray` (README, Ray)."""
+    import random
+
+    import ray
+
+    from conftest import require_shared_data
+    from qa import serve
+    from qa.bench_cluster import count_differences, sample_questions
+
+    if not (SQUAD / "questions.jsonl").is_file():
+        require_shared_data(f"{SQUAD} is missing")
+    corpus = tmp_path / "corpus.jsonl"
+    with (SQUAD / "corpus.jsonl").open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line, _ in zip(f, range(300))]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    asked = sample_questions(SQUAD / "questions.jsonl", {r["_id"] for r in rows}, 300)
+    assert len(asked) == 300
+    engines = {}
+    for n in (None, 2, 4):
+        path = tmp_path / f"index-{n}"
+        build([corpus], Settings(index_dir=path), encoder=encoder, progress=False, shards=n)
+        engines[n] = QA.open(Settings(index_dir=path), encoder=encoder)
+    one = {q["id"]: engines[None].to_json(engines[None].ask(q["question"], k=10)) for q in asked}
+    two = {q["id"]: engines[2].to_json(engines[2].ask(q["question"], k=10)) for q in asked}
+    assert count_differences(one, two)["any"] == 0, count_differences(one, two)
+    try:
+        serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
+        some = random.Random(1).sample(asked, 150)
+        four = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in some}
+        assert count_differences({i: one[i] for i in four}, four)["any"] == 0
+    finally:
+        ray.shutdown()
