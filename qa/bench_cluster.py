@@ -280,6 +280,7 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
     single_dir = workdir / "single"
     summary = build([corpus], Settings(index_dir=single_dir), encoder=encoder, progress=False)
     single_rate = summary.passages / summary.seconds
+    say(f"{summary.passages} passages in {summary.seconds:.1f} s, {single_rate:.1f} passages/s")
     common = {"documents": summary.documents, "passages": summary.passages}
     rows.append({"figure": "build", "how": "single process", "workers": 1,
                  "threads": _torch_threads(None), "shards": 1, **common,
@@ -309,6 +310,7 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
         got = build_on_ray([corpus], Settings(index_dir=folder), address=address, shards=s,
                            workers=w, progress=False)
         rate = got.passages / got.seconds
+        say(f"{got.passages} passages in {got.seconds:.1f} s, {rate:.1f} passages/s")
         rows.append({"figure": "build", "how": "ray", "workers": w, "threads": 1, "shards": s,
                      **common, "seconds": round(got.seconds, 1),
                      "passages_per_s": round(rate, 1), "vs_single": round(rate / single_rate, 3),
