@@ -556,6 +556,8 @@ def run(args) -> int:
         raise UserError(f"--rounds must be at least 10, got {args.rounds}")
     if args.ray or args.shard_sizes or args.ann_size:
         return run_past_one_machine(args)
+    if args.workers:
+        raise UserError("--workers is for the Ray build; add --ray ADDRESS")
     sizes = parse_sizes(args.sizes or DEFAULT_SIZES)
     if args.beir and not (args.beir / "corpus.jsonl").is_file():
         raise UserError(f"{args.beir}/corpus.jsonl does not exist; --beir needs a folder in the "

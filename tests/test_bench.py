@@ -125,6 +125,7 @@ def test_parse_counts(text, expected):
     (["--ray", "127.0.0.1:1", "--shards", "0"], "--shards must be at least 1"),
     (["--shard-sizes", "10"], "--shard-sizes: 10 is too small"),
     (["--shard-sizes", "1k", "--workers", "2"], "add --ray ADDRESS"),
+    (["--sizes", "seeds", "--workers", "2"], "add --ray ADDRESS"),
     (["--ann-size", "10k"], "--ann-size needs --shard-sizes"),
     (["--shard-sizes", "1k", "--ann", "lsh"], "--ann: expected some of hnsw,ivf-flat,ivf-pq"),
     (["--shard-sizes", "1k", "--rounds", "3"], "--rounds must be at least 10"),
