@@ -409,9 +409,9 @@ def add_arguments(p) -> None:
     p.description = ("Measure build throughput (vs bare SentenceTransformer.encode), query latency "
                      "p50/p95/p99, peak memory, index size, and exact vs approximate FAISS search, "
                      "at each corpus size. Each size runs in a fresh process.")
-    p.add_argument("--sizes", default=DEFAULT_SIZES,
+    p.add_argument("--sizes",
                    help=f"passage counts, comma separated; 'seeds' is the bundled articles "
-                        f"(default {DEFAULT_SIZES})")
+                        f"(default {DEFAULT_SIZES}; with --ray one size, default seeds)")
     p.add_argument("--beir", type=Path, metavar="DIR",
                    help="take the corpus and queries from a BEIR folder (default: made from the seeds)")
     p.add_argument("--question-file", type=Path, default=QUESTIONS, metavar="FILE",
@@ -426,7 +426,35 @@ def add_arguments(p) -> None:
                    help="time bare encode on N of the passages only (default: all of them)")
     p.add_argument("--out", type=Path, default=Path("reports") / "bench",
                    help="folder for bench.json, bench.md and latency_vs_size.png (default "
-                        "reports/bench/, which git ignores)")
+                        "reports/bench/, which git ignores); ray.json/.md and "
+                        "shard_search.json/.md with --ray and --shard-sizes")
+    r = p.add_argument_group("past one machine (README, Ray); either option replaces the "
+                             "per-size benchmark above")
+    r.add_argument("--ray", metavar="ADDRESS",
+                   help="on the Ray cluster at ADDRESS, for one corpus size: build throughput of "
+                        "the Ray build against the single-process build, the same answers as the "
+                        "single index, and p50/p95 through Serve against in process; needs .[ray]")
+    r.add_argument("--workers", metavar="N,N",
+                   help="chunk-and-embed actors (one CPU each) to time the Ray build with "
+                        "(default 1 and the cluster's CPUs)")
+    r.add_argument("--shards", type=int, default=2,
+                   help="shards of the timed Ray builds and of the index Serve answers from "
+                        "(default 2)")
+    r.add_argument("--check-shards", default="2,4", metavar="N,N",
+                   help="shard counts whose Ray build is checked against the single index "
+                        "(default 2,4)")
+    r.add_argument("--check-questions", type=int, default=500, metavar="N",
+                   help="questions drawn (fixed seed) for the same-answers check and the latency "
+                        "(default 500)")
+    r.add_argument("--shard-sizes", metavar="N,N",
+                   help="time one shard's FAISS search at these sizes, over synthetic random unit "
+                        "vectors (e.g. 1k,10k,100k,1M)")
+    r.add_argument("--ann-size", metavar="N",
+                   help="build HNSW and IVF-PQ at this size and compare them with Flat (default "
+                        "the largest --shard-sizes)")
+    r.add_argument("--ann", default="hnsw,ivf-flat,ivf-pq", metavar="KINDS",
+                   help="the approximate indexes built at --ann-size (default hnsw,ivf-flat,ivf-pq; "
+                        "HNSW of 1M vectors takes tens of minutes on 2 loaded cores)")
 
 
 def parse_sizes(text: str) -> list[int | str]:
@@ -450,13 +478,101 @@ def parse_sizes(text: str) -> list[int | str]:
     return out
 
 
+def parse_counts(text: str, option: str, least: int = 1) -> list[int]:
+    """'1,2' -> [1, 2]; '1k,1M' -> [1000, 1000000] (for --workers, --check-shards, --shard-sizes).
+
+    Raises:
+        UserError: not a list of whole numbers of at least `least`.
+    """
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower()
+        scale = {"k": 1000, "m": 1_000_000}.get(part[-1:], 1)
+        try:
+            value = int(float(part[:-1] if scale > 1 else part) * scale)
+        except ValueError:
+            raise UserError(f"{option} {text!r}: {part!r} is not a number; e.g. {option} "
+                            f"{'1k,10k' if least > 1 else '1,2'}") from None
+        if value < least:
+            raise UserError(f"{option}: {value} is too small; use at least {least}")
+        out.append(value)
+    return out
+
+
+def check_cluster_args(args) -> tuple[list[int | str], list[int] | None]:
+    """The sizes of a --ray / --shard-sizes run and the shard-search sizes, refusing bad options
+    before anything is built or connected to."""
+    sizes = parse_sizes(args.sizes or "seeds")
+    if args.ray:
+        if len(sizes) != 1:
+            raise UserError(f"--ray benchmarks one corpus; give one size, e.g. --sizes "
+                            f"{sizes[-1]}, not {args.sizes}")
+        args.workers = parse_counts(args.workers, "--workers") if args.workers else None
+        if args.shards < 1:
+            raise UserError(f"--shards must be at least 1, got {args.shards}")
+        args.check_shards = parse_counts(args.check_shards, "--check-shards")
+        if args.check_questions < 1:
+            raise UserError(f"--check-questions must be at least 1, got {args.check_questions}")
+        from .cluster import import_ray
+
+        import_ray()
+    elif args.workers or args.sizes:
+        raise UserError("--workers and --sizes with --shard-sizes alone mean nothing; add --ray "
+                        "ADDRESS, or drop them")
+    shard_sizes = parse_counts(args.shard_sizes, "--shard-sizes", 100) if args.shard_sizes else None
+    if args.ann_size:
+        args.ann_size = parse_counts(args.ann_size, "--ann-size", 1000)[0]
+        if not shard_sizes:
+            raise UserError("--ann-size needs --shard-sizes (the Flat sizes to time)")
+    elif shard_sizes:
+        args.ann_size = max(shard_sizes)
+    from .bench_cluster import ANN_KINDS
+
+    args.ann = tuple(k.strip().lower() for k in args.ann.split(",") if k.strip())
+    if not args.ann or set(args.ann) - set(ANN_KINDS):
+        raise UserError(f"--ann: expected some of {','.join(ANN_KINDS)}, got {args.ann!r}")
+    return sizes, shard_sizes
+
+
+def run_past_one_machine(args) -> int:
+    """`qa bench --ray ADDRESS` and/or `--shard-sizes`: the figures of qa.bench_cluster."""
+    from .bench_cluster import cluster_table, run_cluster, shard_search, shard_table
+
+    sizes, shard_sizes = check_cluster_args(args)
+    if args.ray and not args.beir:
+        bench_questions(None, questions=args.question_file)  # a bad file fails before any build
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    text = []
+    if args.ray:
+        rows += run_cluster(args, sizes[0], args.out)
+        text.append(cluster_table(rows))
+    if shard_sizes:
+        found = shard_search(shard_sizes, args.ann_size, args.rounds, kinds=args.ann)
+        (args.out / "shard_search.json").write_text(json.dumps(found, indent=2))
+        (args.out / "shard_search.md").write_text(shard_table(found) + "\n")
+        rows += [r | {"figure": "shard_search"} for r in found]
+        text.append(shard_table(found))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print("\n\n".join(text))
+        written = [p for p in sorted(args.out.glob("*")) if p.stem in ("ray", "shard_search")]
+        print(f"\nwritten: {', '.join(map(str, written))}")
+    return 0
+
+
 def run(args) -> int:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    sizes = parse_sizes(args.sizes)
     if args.rounds < 10:
         raise UserError(f"--rounds must be at least 10, got {args.rounds}")
+    if args.ray or args.shard_sizes or args.ann_size:
+        return run_past_one_machine(args)
+    if args.workers:
+        raise UserError("--workers is for the Ray build; add --ray ADDRESS")
+    sizes = parse_sizes(args.sizes or DEFAULT_SIZES)
     if args.beir and not (args.beir / "corpus.jsonl").is_file():
         raise UserError(f"{args.beir}/corpus.jsonl does not exist; --beir needs a folder in the "
                         f"BEIR layout (corpus.jsonl, queries.jsonl)")

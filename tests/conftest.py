@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -118,3 +120,86 @@ class FakeEncoder:
 @pytest.fixture
 def fake_encoder() -> FakeEncoder:
     return FakeEncoder()
+
+
+# ---------------------------------------------------------------- a Ray cluster on loopback
+
+def ray_or_fail() -> None:
+    """Skip without the [ray] extra; fail under QA_REQUIRE_ALL=1 (CI installs it)."""
+    import importlib.util
+
+    from conftest import REQUIRE_ALL
+
+    if importlib.util.find_spec("ray") is None:
+        if REQUIRE_ALL:
+            pytest.fail("ray is not installed; QA_REQUIRE_ALL=1 requires it "
+                        "(bash scripts/setup.sh --test --ray)")
+        pytest.skip("ray is not installed; pip install -e .[ray] to run the cluster tests")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop_cluster(temp_dir: str, port: int) -> None:
+    """End the processes of this cluster only (found by its own temp folder, or for the Ray client
+    server by its head's port) and their children, never by name: `ray stop` would end every Ray
+    cluster on the machine."""
+    import psutil
+
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.pid != os.getpid() and any(temp_dir in part or (part.startswith("--address=") and
+                                                                part.endswith(f":{port}"))
+                                           for part in cmdline):
+            found[proc.pid] = proc
+            try:
+                found.update({c.pid: c for c in proc.children(recursive=True)})
+            except psutil.NoSuchProcess:
+                pass
+    for proc in found.values():
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(found.values()), timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A 2-node Ray cluster on loopback: a head and a second node with its own resource
+    (`node2`), one CPU each; ended at the end of the module. Yields the head's address."""
+    import shutil
+    import tempfile
+
+    ray_or_fail()
+    ray = str(Path(sys.executable).with_name("ray"))
+    # QA_TEST_RAY_PORT: a fixed head port, where ports are shared out between users of the machine.
+    port = int(os.environ.get("QA_TEST_RAY_PORT") or _free_port())
+    # Short: Ray's unix sockets live under it and their paths are limited to 107 bytes.
+    temp_dir = tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
+    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+              "--object-store-memory", str(300 * 2 ** 20), "--disable-usage-stats"]
+    try:
+        for args in (["--head", "--port", str(port), "--include-dashboard=false",
+                      "--temp-dir", temp_dir],
+                     ["--address", f"127.0.0.1:{port}", "--resources", '{"node2": 1}']):
+            out = subprocess.run([ray, "start", *args, *common], capture_output=True, text=True,
+                                 env=env, timeout=180)
+            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_cluster(temp_dir, port)
+        shutil.rmtree(temp_dir, ignore_errors=True)

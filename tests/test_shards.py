@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from qa.shards import is_sharded, load_sharded, plan_shards
 from qa.store import IndexLoadError, load, make_bm25
 from qa.text import query_tokens
 
-from conftest import ROOT, SEEDS
+from conftest import ROOT, SEEDS, _free_port, ray_or_fail
 
 
 def scores(bm25, question: str, n: int) -> np.ndarray:
@@ -201,90 +200,6 @@ def test_ray_flag_needs_shards(capsys):
 
 # ---------------------------------------------------------------- on a Ray cluster
 
-def ray_or_fail() -> None:
-    """Skip without the [ray] extra; fail under QA_REQUIRE_ALL=1 (CI installs it)."""
-    import importlib.util
-
-    from conftest import REQUIRE_ALL
-
-    if importlib.util.find_spec("ray") is None:
-        if REQUIRE_ALL:
-            pytest.fail("ray is not installed; QA_REQUIRE_ALL=1 requires it "
-                        "(bash scripts/setup.sh --test --ray)")
-        pytest.skip("ray is not installed; pip install -e .[ray] to run the cluster tests")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop_cluster(temp_dir: str, port: int) -> None:
-    """End the processes of this cluster only (found by its own temp folder, or for the Ray client
-    server by its head's port) and their children, never by name: `ray stop` would end every Ray
-    cluster on the machine."""
-    import os
-
-    import psutil
-
-    found: dict[int, psutil.Process] = {}
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if proc.pid != os.getpid() and any(temp_dir in part or (part.startswith("--address=") and
-                                                                part.endswith(f":{port}"))
-                                           for part in cmdline):
-            found[proc.pid] = proc
-            try:
-                found.update({c.pid: c for c in proc.children(recursive=True)})
-            except psutil.NoSuchProcess:
-                pass
-    for proc in found.values():
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(found.values()), timeout=10)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A 2-node Ray cluster on loopback: a head and a second node with its own resource
-    (`node2`), one CPU each; ended at the end of the module. Yields the head's address."""
-    import os
-    import shutil
-    import tempfile
-
-    ray_or_fail()
-    ray = str(Path(sys.executable).with_name("ray"))
-    port = _free_port()
-    # Short: Ray's unix sockets live under it and their paths are limited to 107 bytes.
-    temp_dir = tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1"}
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
-              "--object-store-memory", str(300 * 2 ** 20), "--disable-usage-stats"]
-    try:
-        for args in (["--head", "--port", str(port), "--include-dashboard=false",
-                      "--temp-dir", temp_dir],
-                     ["--address", f"127.0.0.1:{port}", "--resources", '{"node2": 1}']):
-            out = subprocess.run([ray, "start", *args, *common], capture_output=True, text=True,
-                                 env=env, timeout=180)
-            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-        yield f"127.0.0.1:{port}"
-    finally:
-        _stop_cluster(temp_dir, port)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-
 @pytest.mark.slow
 def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, questions):
     """Built on a 2-node loopback cluster with 2 and with 4 shards: passages identical to the
@@ -349,6 +264,49 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert json.loads(out.stdout) == replies[q["id"]]
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
+
+
+SQUAD = ROOT.parent / "shared" / "beir" / "squad-v1.1-dev"
+
+
+@pytest.mark.slow
+def test_squad_questions_answer_as_one_index_in_shards_and_through_serve(ray_cluster, tmp_path,
+                                                                         encoder):
+    """A few hundred SQuAD 1.1 dev questions over the first 300 paragraphs: the index in 2
+    shards (in process) and in 4 shards (through Serve on the 2-node cluster) answer each as the
+    single index does. The in-process shards are those of the Ray build (the test above); the
+    full 2,067 paragraphs and 500 questions are `qa bench --ray` (README, Ray)."""
+    import random
+
+    import ray
+
+    from conftest import require_shared_data
+    from qa import serve
+    from qa.bench_cluster import count_differences, sample_questions
+
+    if not (SQUAD / "questions.jsonl").is_file():
+        require_shared_data(f"{SQUAD} is missing")
+    corpus = tmp_path / "corpus.jsonl"
+    with (SQUAD / "corpus.jsonl").open(encoding="utf-8") as f:
+        rows = [json.loads(line) for line, _ in zip(f, range(300))]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    asked = sample_questions(SQUAD / "questions.jsonl", {r["_id"] for r in rows}, 300)
+    assert len(asked) == 300
+    engines = {}
+    for n in (None, 2, 4):
+        path = tmp_path / f"index-{n}"
+        build([corpus], Settings(index_dir=path), encoder=encoder, progress=False, shards=n)
+        engines[n] = QA.open(Settings(index_dir=path), encoder=encoder)
+    one = {q["id"]: engines[None].to_json(engines[None].ask(q["question"], k=10)) for q in asked}
+    two = {q["id"]: engines[2].to_json(engines[2].ask(q["question"], k=10)) for q in asked}
+    assert count_differences(one, two)["any"] == 0, count_differences(one, two)
+    try:
+        serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
+        some = random.Random(1).sample(asked, 150)
+        four = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in some}
+        assert count_differences({i: one[i] for i in four}, four)["any"] == 0
+    finally:
+        ray.shutdown()
 
 
 # ---------------------------------------------------------------- faults: the fan-out, app.py --ray
