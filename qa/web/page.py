@@ -132,7 +132,7 @@ def build_demo(engine, config: WebConfig | None = None):
                                      # Short fields get the room they need on one line; the
                                      # title wraps between words in the rest. At phone width
                                      # the table scrolls sideways rather than break a word.
-                                     column_widths=["36px", "30%", "104px", "104px", "104px"],
+                                     column_widths=["36px", "35%", "104px", "104px", "96px"],
                                      elem_id="sources")
                 passages = gr.HighlightedText(label="Passages", elem_id="passages", elem_classes=["qa-text"],
                                               color_map=COLORS, show_legend=True,
