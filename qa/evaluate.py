@@ -16,7 +16,8 @@ and contains one of the answers verbatim. BEIR judges documents, so BEIR runs sc
 Ranking metrics (Hit@k = trec_eval `success`, Recall@k, MRR@10 = `recip_rank` over the top 10,
 nDCG@10 = `ndcg_cut.10` with linear gain) come from pytrec_eval. Answer metrics: answer-hit (the
 snippet, when not abstained, contains an expected answer verbatim), exact offsets, wrongly
-abstained, abstention precision and recall.
+abstained, abstention precision and recall, and the abstention AUC (how well the confidence
+separates answerable from unanswerable questions, whatever the threshold).
 """
 
 from __future__ import annotations
@@ -72,14 +73,16 @@ def run_questions(qa, questions: Sequence[Question], retriever: str, k: int, *, 
         if is_beir:
             hits = _search_articles(qa, q, retriever, depth, drop_self_hits,
                                     None if qvecs is None else qvecs[i])
-            answer, abstained = None, None
+            answer, abstained, confidence = None, None, None
         else:
             only = Filters(doc=q.given) if given_doc and q.given else None
             result = qa.ask(q.question, k=depth, retriever=retriever, filters=only)
             hits, answer, abstained = list(result.hits), result.answer, result.abstained
+            confidence = result.confidence
         seconds = time.perf_counter() - started
         articles = tuple(dict.fromkeys(h.passage.doc_id for h in hits))[:depth]
-        out.append(Outcome(q, retriever, tuple(hits), articles, answer, abstained, seconds))
+        out.append(Outcome(q, retriever, tuple(hits), articles, answer, abstained, seconds,
+                           confidence))
         if progress is not None:
             progress.update(1)
     return out

@@ -66,9 +66,10 @@ def test_passage_qrels_need_the_answer_verbatim_in_the_right_doc():
     assert passage_qrels(Question("u", "?", None), ps) == {}
 
 
-def _outcome(q: Question, text: str | None, abstained: bool, start: int = 0) -> Outcome:
+def _outcome(q: Question, text: str | None, abstained: bool, start: int = 0,
+             confidence: float | None = None) -> Outcome:
     answer = None if text is None else Answer(text, "d", start, start + len(text), 1, 0.9)
-    return Outcome(q, "hybrid", (), (), answer, abstained, 0.01)
+    return Outcome(q, "hybrid", (), (), answer, abstained, 0.01, confidence)
 
 
 def test_answer_metrics_by_hand():
@@ -90,6 +91,20 @@ def test_answer_metrics_by_hand():
     assert m["abstention_precision"] == pytest.approx(1 / 2)
     assert m["abstention_recall"] == pytest.approx(1 / 2)
     assert answer_metrics([_outcome(a1, "It took 8 years.", False)], articles)["abstention_precision"] is None
+    assert m["abstention_auc"] is None  # no confidences
+
+
+def test_abstention_auc_by_hand():
+    """AUC: of the answerable x unanswerable pairs, the share where the answerable question is
+    more confident, ties counting half. 3 x 2 pairs: (.9 > .2, .9 > .5), (.5 > .2, .5 = .5 half),
+    (.1 < .2, .1 < .5) -> 3.5 / 6."""
+    articles = {"d": Article("d", "x")}
+    answerable = [Question(f"a{i}", "?", "d", ("x",), {"d": 1}) for i in range(3)]
+    unanswerable = [Question(f"u{i}", "?", None) for i in range(2)]
+    outcomes = [_outcome(q, None, True, confidence=c) for q, c in zip(answerable, (.9, .5, .1))]
+    outcomes += [_outcome(q, None, True, confidence=c) for q, c in zip(unanswerable, (.2, .5))]
+    assert answer_metrics(outcomes, articles)["abstention_auc"] == pytest.approx(3.5 / 6)
+    assert answer_metrics(outcomes[:3], articles)["abstention_auc"] is None  # one kind only
 
 
 def test_thresholds_name_the_retriever_and_metric():

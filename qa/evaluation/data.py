@@ -63,6 +63,7 @@ class Outcome:
     answer: Answer | None
     abstained: bool | None         # None: retrieval only (BEIR)
     seconds: float
+    confidence: float | None = None  # the answer's confidence, kept when it abstained
 
 
 # ---------------------------------------------------------------- input

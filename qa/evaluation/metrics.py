@@ -12,7 +12,7 @@ from .data import Outcome, Question
 HIT_KS = (1, 3, 5, 10)
 DEPTH_10 = 10  # MRR@10, nDCG@10 and Hit@10 always look at ten results, whatever --k is
 ANSWER_METRICS = ("answer_hit", "offsets_exact", "wrongly_abstained", "abstention_precision",
-                  "abstention_recall")
+                  "abstention_recall", "abstention_auc")
 
 
 # ---------------------------------------------------------------- metrics
@@ -99,7 +99,9 @@ def answer_metrics(outcomes: Sequence[Outcome], articles: dict) -> dict[str, flo
         {"answer_hit": over answerable questions, "offsets_exact": over answers given,
         "wrongly_abstained": answerable questions abstained / answerable,
         "abstention_precision": unanswerable among abstentions,
-        "abstention_recall": abstentions among unanswerable}; None where the denominator is 0.
+        "abstention_recall": abstentions among unanswerable,
+        "abstention_auc": how often an answerable question's confidence is above an unanswerable
+        one's (ROC AUC, ties count half), whatever the threshold}; None where the denominator is 0.
     """
     answerable = [o for o in outcomes if o.question.answerable]
     unanswerable = [o for o in outcomes if not o.question.answerable]
@@ -112,7 +114,20 @@ def answer_metrics(outcomes: Sequence[Outcome], articles: dict) -> dict[str, flo
         "wrongly_abstained": _ratio(sum(bool(o.abstained) for o in answerable), len(answerable)),
         "abstention_precision": _ratio(sum(not o.question.answerable for o in abstained), len(abstained)),
         "abstention_recall": _ratio(sum(bool(o.abstained) for o in unanswerable), len(unanswerable)),
+        "abstention_auc": auc([o.confidence for o in answerable], [o.confidence for o in unanswerable]),
     }
+
+
+def auc(positive: Sequence[float | None], negative: Sequence[float | None]) -> float | None:
+    """ROC AUC: the chance a positive scores above a negative, ties counting half (the
+    Mann-Whitney U over both sizes); None without both kinds or when a score is missing."""
+    if not positive or not negative or None in positive or None in negative:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(list(positive) + list(negative))
+    n = len(positive)
+    return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * len(negative)))
 
 
 def mean(rows: Iterable[dict[str, float]]) -> dict[str, float]:

@@ -62,7 +62,7 @@ def tables(scores: Sequence[Scores], k: int) -> str:
         parts.append(f"{level} level\n\n" + markdown_table(head, rows))
     if any(s.answers for s in scores):
         head = ["retriever", "questions", "answer-hit", "offsets exact", "wrongly abstained",
-                "abstention precision", "abstention recall", "p50 ms"]
+                "abstention precision", "abstention recall", "abstention AUC", "p50 ms"]
         rows = [[s.retriever, str(s.questions)] + [_fmt(s.answers.get(m)) for m in ANSWER_METRICS]
                 + [f"{s.p50_ms:.1f}"] for s in scores]
         parts.append("answers\n\n" + markdown_table(head, rows))
