@@ -364,7 +364,8 @@ def run(args) -> int:
 
         if args.candidates < 1:
             raise UserError(f"--candidates must be at least 1, got {args.candidates}")
-        fitted = calibrate_reader(sets, Reader(args.reader), args.candidates, args.retriever,
+        reader = Reader(args.reader, calibrated=False)
+        fitted = calibrate_reader(sets, reader, args.candidates, args.retriever,
                                   args.max_wrong_abstain, log=log)
         out = args.reader / CALIBRATION
         out.write_text(json.dumps({**fitted.to_dict(), "fitted": " ".join(sys.argv[1:])},

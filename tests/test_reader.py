@@ -152,8 +152,8 @@ def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_pa
 def test_a_calibration_fitted_for_other_weights_is_refused(tiny_reader, tmp_path):
     folder = tmp_path / "r"
     shutil.copytree(tiny_reader, folder)
-    cal = ReaderCalibration("0" * 64, 4, 1.0, 1.0, Linear(0.0, CONFIDENCE_FEATURES, (0.0, 0.0, 0.0)),
-                            0.5)
+    cal = ReaderCalibration("0" * 64, 4, 1.0, 1.0,
+                            Linear(0.0, CONFIDENCE_FEATURES, (0.0,) * len(CONFIDENCE_FEATURES)), 0.5)
     (folder / CALIBRATION).write_text(json.dumps(cal.to_dict()))
     with pytest.raises(UserError, match="another reader.*qa calibrate"):
         Reader(folder)
@@ -239,7 +239,7 @@ def test_the_onnx_reader_scores_real_pairs_as_torch_does(packaged_torch_fp32, qu
 
 def test_the_onnx_export_is_cached_by_the_weights_sha256_and_reused(tiny_reader, tmp_path,
                                                                     monkeypatch):
-    first = Reader(tiny_reader, cache_dir=tmp_path)  # the default: ONNX Runtime, float32
+    first = Reader(tiny_reader, cache_dir=tmp_path)  # the default: ONNX Runtime, int8
     assert first.backend == "onnx"
     path = first.onnx_path
     assert path is not None and path.parent == tmp_path
@@ -296,7 +296,8 @@ class FakeReader:
 
 def _calibration(candidates: int = 8, threshold: float = 0.5) -> ReaderCalibration:
     return ReaderCalibration("x", candidates, 0.1, 1.0,
-                             Linear(0.0, CONFIDENCE_FEATURES, (1.0, 0.0, 0.0)), threshold)
+                             Linear(0.0, CONFIDENCE_FEATURES,
+                                    (1.0,) + (0.0,) * (len(CONFIDENCE_FEATURES) - 1)), threshold)
 
 
 def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
@@ -375,7 +376,7 @@ def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp
     assert code == 0, capsys.readouterr().err
     cal = json.loads((folder / CALIBRATION).read_text())
     assert cal["candidates"] == 3 and cal["sha256"] == file_sha256(folder / WEIGHTS)
-    assert set(cal["confidence"]["weights"]) == {"read_best", "read_second", "feature_z"}
+    assert set(cal["confidence"]["weights"]) == set(CONFIDENCE_FEATURES) >= {"read_best", "cover"}
     engine = QA.open(Settings(index_dir=seeds_index, reader=str(folder)))
     assert engine.picker.threshold == cal["threshold"]
     result = engine.ask("When was Dongguan's application approved?")
