@@ -366,6 +366,14 @@ def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp
 
     folder = tmp_path / "reader"
     shutil.copytree(tiny_reader, folder)
+    # A calibration of an older qa (three confidence features): refused when answering, refitted
+    # here.
+    (folder / CALIBRATION).write_text(json.dumps({
+        "sha256": file_sha256(folder / WEIGHTS), "candidates": 6, "feature": 1.0, "reader": 1.0,
+        "confidence": {"bias": 0.0, "weights": {"read_best": 1.0, "read_second": 0.0,
+                                                "feature_z": 0.0}}, "threshold": 0.5}))
+    with pytest.raises(UserError, match="not a reader calibration.*lacks best.*qa calibrate"):
+        Reader(folder)
     questions = tmp_path / "questions.jsonl"  # the seeds' and one with no content word
     questions.write_text((ROOT / "tests" / "questions.jsonl").read_text()
                          + json.dumps({"id": "none", "question": "What was it?", "doc": None,
