@@ -21,19 +21,19 @@ RETRIEVERS = ("dense", "bm25", "hybrid")
 # measured on tests/questions.jsonl (110 questions) with the packaged reader: p1 / p5
 # answer-bearing passage of the right article, snippet contains an expected answer (not
 # abstained), wrongly abstained, unanswerable abstained:
-# dense .857 1.0 .814 .029 .175, bm25 .857 .971 .800 .014 .175, hybrid .871 1.0 .829 .000 .200
+# dense .900 1.0 .871 .014 .200, bm25 .871 .971 .829 .014 .275, hybrid .886 1.0 .843 .014 .250
 SEEDS_FLOORS = {
-    "dense": {"p1": .82, "p5": .97, "snippet": .78, "wrong_abstain_max": .06, "unanswerable": .15},
-    "bm25": {"p1": .82, "p5": .94, "snippet": .77, "wrong_abstain_max": .05, "unanswerable": .15},
-    "hybrid": {"p1": .84, "p5": .97, "snippet": .80, "wrong_abstain_max": .04, "unanswerable": .17},
+    "dense": {"p1": .85, "p5": .97, "snippet": .82, "wrong_abstain_max": .05, "unanswerable": .17},
+    "bm25": {"p1": .82, "p5": .94, "snippet": .78, "wrong_abstain_max": .05, "unanswerable": .22},
+    "hybrid": {"p1": .84, "p5": .97, "snippet": .80, "wrong_abstain_max": .04, "unanswerable": .22},
 }
 # measured on the fixed sample of SQUAD_SAMPLE held-out questions with the packaged reader
-# (p1, p5, snippet, wrongly abstained): dense .797 .883 .727 .023, bm25 .853 .940 .783 .023,
-# hybrid .870 .967 .807 .010
+# (p1, p5, snippet, wrongly abstained): dense .810 .883 .737 .020, bm25 .863 .940 .800 .027,
+# hybrid .877 .967 .820 .013
 SQUAD_FLOORS = {
-    "dense": {"p1": .76, "p5": .85, "snippet": .69, "wrong_abstain_max": .05},
-    "bm25": {"p1": .82, "p5": .91, "snippet": .75, "wrong_abstain_max": .05},
-    "hybrid": {"p1": .84, "p5": .94, "snippet": .77, "wrong_abstain_max": .04},
+    "dense": {"p1": .77, "p5": .85, "snippet": .70, "wrong_abstain_max": .05},
+    "bm25": {"p1": .82, "p5": .91, "snippet": .76, "wrong_abstain_max": .05},
+    "hybrid": {"p1": .84, "p5": .94, "snippet": .78, "wrong_abstain_max": .04},
 }
 
 
@@ -133,9 +133,10 @@ def test_squad_held_out_quality(squad_engine, squad_sample, retriever):
 # ---------------------------------------------------------------- SQuAD 2.0 held-out sample
 
 SQUAD2_SAMPLE = 300
-# `qa eval --given-doc` on a 2,000-question sample of the held-out articles with the packaged
-# reader: unanswerable abstained .069, answerable wrongly abstained .019, snippet .902 (README).
-SQUAD2_FLOORS = {"unanswerable_abstain": .03, "wrong_abstain_max": .05, "snippet": .84}
+# Measured on this sample with the packaged reader: unanswerable abstained .137, answerable wrongly
+# abstained .027, snippet .918 (`qa eval --given-doc` on a 2,000-question sample: .159, .042,
+# .889; README).
+SQUAD2_FLOORS = {"unanswerable_abstain": .10, "wrong_abstain_max": .06, "snippet": .86}
 
 
 @pytest.fixture(scope="session")
