@@ -40,12 +40,14 @@ def main(figures: Path) -> None:
     engines = {name: QA.open(default_settings(index_dir=figures / name, reader="none"))
                for name in ("seeds", "squad", "squad2")}
     sets = question_sets(figures)
-    print("| set | reader | snippet holds the answer (abstention aside) | abstention AUC |\n| --- | --- | --- | --- |")
+    readers = {"float32": Reader(quantize=False), "int8": Reader(quantize=True)}
+    print("| set | reader | snippet holds the answer (abstention aside) | abstention AUC |\n"
+          "| --- | --- | --- | --- |")
     for label, (index, questions) in sets.items():
         qa = engines[index]
         gathered = gather(qa, questions, "hybrid")
-        for kind, quantize in (("float32", False), ("int8", True)):
-            qa.picker.reader = Reader(quantize=quantize)
+        for kind, reader in readers.items():
+            qa.picker.reader = reader
             hits, pos, neg = [], [], []
             for q, cands, found, qvec in gathered:
                 picked = qa.picker.pick(q.question, qvec, found) if cands else None
