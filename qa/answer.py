@@ -11,6 +11,7 @@ Both models' coefficients are fitted by `qa calibrate` and stored as JSON in the
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import re
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .chunk import sentences
 from .settings import UserError
 from .store import Index, Manifest
 from .text import english_stemmer, stems
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from .shards import ShardedIndex
 
 PACKAGED_CALIBRATION = Path(__file__).with_name("calibration.json")
+# Articles whose sentence spans a Picker keeps for the reader's neighbours (Picker.reading).
+ARTICLE_CACHE = 4096
 
 _NUMBER = (r"\$?\d[\d,]*(?:\.\d+)?(?:\s*(?:%|percent|per cent|trillion|billion|million|thousand|"
            r"yuan|dollars|km|kilometers|kilometres|miles|years|months|days))?")
@@ -319,8 +323,9 @@ class SentenceReader(Protocol):
 
     calibration: ReaderCalibration | None
 
-    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Logits for (title, sentence) pairs, higher = more likely the answer."""
+    def score(self, question: str, pairs: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """Logits for (title, sentence, before, after) readings (Picker.reading), higher = more
+        likely the answer."""
         ...
 
 
@@ -386,6 +391,7 @@ class Picker:
                     for t, i in vocab.items() if i < len(df)}
         self._stems: dict[tuple[str, int, int], list[str]] = {}
         self._article_stems: dict[str, set[str]] = {}
+        self._sentences: dict[str, list[Span]] = {}
 
     def sentence_stems(self, doc_id: str, a: int, b: int) -> list[str]:
         key = (doc_id, a, b)
@@ -550,6 +556,34 @@ class Picker:
             return self.reader.calibration.threshold
         return self.calibration.threshold
 
+    def reading(self, c: Candidate) -> tuple[str, str, str, str]:
+        """What the reader reads of a candidate: its article's title, the sentence, and the
+        article's sentences just before and after it ("" at the body's edges). News paragraphs
+        are often one sentence long, so the neighbours are the article's, not the passage's."""
+        article = self.index.articles[c.doc_id]
+        spans = self.article_sentences(c.doc_id)
+        a, b = c.span
+        i = bisect.bisect_right(spans, (a, a)) - 1  # the last sentence that starts before a
+        while i >= 0 and spans[i][1] > a:
+            i -= 1
+        j = bisect.bisect_left(spans, (b, b))  # the first that starts at or after b
+        before = article.text[slice(*spans[i])] if i >= 0 else ""
+        after = article.text[slice(*spans[j])] if j < len(spans) else ""
+        return article.title, c.text, before, after
+
+    def article_sentences(self, doc_id: str) -> list[Span]:
+        """The sentence spans of an article's body paragraphs, in order (kept for the last
+        ARTICLE_CACHE articles read)."""
+        got = self._sentences.get(doc_id)
+        if got is None:
+            if len(self._sentences) >= ARTICLE_CACHE:
+                self._sentences.clear()
+            article = self.index.articles[doc_id]
+            got = [s for a, b in article.body or ((0, len(article.text)),)
+                   for s in sentences(article.text, a, b)]
+            self._sentences[doc_id] = got
+        return got
+
     def read(self, question: str, scored: list[tuple[float, Candidate]]
              ) -> tuple[list[tuple[float, Candidate]], dict[str, float]]:
         """The reader re-reads the best candidates by feature score.
@@ -562,8 +596,7 @@ class Picker:
         assert self.reader is not None and self.reader.calibration is not None
         rc = self.reader.calibration
         top = scored[:rc.candidates]
-        logits = self.reader.score(question, [(self.index.articles[c.doc_id].title, c.text)
-                                              for _, c in top])
+        logits = self.reader.score(question, [self.reading(c) for _, c in top])
         floor = float(logits.min()) - 1.0
         combined = [(rc.feature * s + rc.reader * float(x), i, c, float(x))
                     for i, ((s, c), x) in enumerate(zip(top, logits))]

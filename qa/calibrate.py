@@ -197,9 +197,9 @@ class _Memo:
 
     def __init__(self, reader: Reader, calibration: ReaderCalibration | None = None):
         self.reader, self.calibration = reader, calibration
-        self.cache: dict[tuple[str, tuple[str, str]], float] = {}
+        self.cache: dict[tuple[str, tuple[str, ...]], float] = {}
 
-    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+    def score(self, question: str, pairs: Sequence[tuple[str, ...]]) -> np.ndarray:
         missing = [p for p in pairs if (question, p) not in self.cache]
         for p, x in zip(missing, self.reader.score(question, missing)):
             self.cache[(question, p)] = float(x)
@@ -234,8 +234,7 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
             labels = [any(a in c.text for a in q.answers) for _, c in top]
             if not any(labels) or all(labels):
                 continue
-            logits = memo.score(q.question, [(qa.index.articles[c.doc_id].title, c.text)
-                                             for _, c in top])
+            logits = memo.score(q.question, [qa.picker.reading(c) for _, c in top])
             for (s, _), x, lab in zip(top, logits, labels):
                 X.append([s, float(x)])
                 y.append(int(lab))

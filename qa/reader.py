@@ -62,6 +62,7 @@ class ReaderConfig:
     max_length: int
     sha256: str
     trained: dict
+    context: int = 0  # words of each neighbouring sentence read with the sentence (pair_text)
 
     @classmethod
     def read(cls, folder: Path) -> ReaderConfig:
@@ -70,7 +71,7 @@ class ReaderConfig:
             raw = json.loads(path.read_text())
             return cls(base=str(raw["base"]), layers=int(raw["layers"]),
                        max_length=int(raw["max_length"]), sha256=str(raw["sha256"]),
-                       trained=dict(raw.get("trained", {})))
+                       trained=dict(raw.get("trained", {})), context=int(raw.get("context", 0)))
         except FileNotFoundError:
             raise UserError(f"no reader model at {folder} ({CONFIG} is missing); reinstall qa, "
                             f"run `qa train-reader`, or answer with --reader none") from None
@@ -139,10 +140,23 @@ class ReaderCalibration:
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
-def pair_text(title: str, sentence: str) -> str:
-    """The second segment the reader reads: the article title, then the sentence."""
+def pair_text(title: str, sentence: str, before: str = "", after: str = "", *,
+              context: int = 0) -> str:
+    """The second segment the reader reads: the article title, then the sentence; with `context`,
+    then the last `context` words of the sentence before it and the first of the one after, each
+    after a [SEP] (which the tokenizer reads as its separator token), so that the reader sees
+    what "it" or "this" refers to and still knows which sentence it is asked about.
+
+    >>> pair_text("Doctor Who", "It began in 1963.", "The show is British science fiction.",
+    ...           "It ran until 1989.", context=3)
+    'Doctor Who. It began in 1963. [SEP] British science fiction. [SEP] It ran until'
+    """
     title = " ".join(title.split())
-    return f"{title}. {sentence}" if title else sentence
+    text = f"{title}. {sentence}" if title else sentence
+    if context:
+        text += f" [SEP] {' '.join(before.split()[-context:])} [SEP] "
+        text += " ".join(after.split()[:context])
+    return text
 
 
 def file_sha256(path: Path) -> str:
@@ -253,9 +267,10 @@ class Reader:
             want = model(*self._tensors(self._encode(*PROBE))).numpy()
         return model, want
 
-    def _encode(self, question: str, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
-        return onnxrt.feed(self.tokenizer.encode_batch([(question, pair_text(t, s))
-                                                        for t, s in pairs]))
+    def _encode(self, question: str, pairs: Sequence[tuple[str, ...]]) -> dict[str, np.ndarray]:
+        context = self.config.context
+        return onnxrt.feed(self.tokenizer.encode_batch([(question, pair_text(*p, context=context))
+                                                        for p in pairs]))
 
     @staticmethod
     def _tensors(feed: dict[str, np.ndarray]) -> tuple:
@@ -278,8 +293,10 @@ class Reader:
                             f"these weights are {self.sha256[:12]}...); run `qa calibrate`")
         return cal
 
-    def score(self, question: str, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Logits for (title, sentence) pairs against one question, in the given order."""
+    def score(self, question: str, pairs: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """Logits for (title, sentence) or (title, sentence, before, after) readings against one
+        question, in the given order (`before` and `after` are the neighbouring sentences, read
+        when the reader was trained with context)."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         feed = self._encode(question, pairs)
@@ -308,7 +325,7 @@ def reader_record(choice: str) -> dict | None:
     config = ReaderConfig.read(folder)
     record = {"folder": "packaged" if choice == "default" else str(folder.resolve()),
               "sha256": config.sha256, "layers": config.layers, "max_length": config.max_length,
-              "trained": config.trained}
+              "context": config.context, "trained": config.trained}
     if (folder / CALIBRATION).is_file():
         record["calibration"] = json.loads((folder / CALIBRATION).read_text())
     return record

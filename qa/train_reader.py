@@ -49,6 +49,11 @@ class Pair:
     title: str
     sentence: str
     label: int
+    before: str = ""  # the paragraph's sentences around this one (read when context > 0)
+    after: str = ""
+
+    def reading(self) -> tuple[str, str, str, str]:
+        return self.title, self.sentence, self.before, self.after
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class TrainSettings:
     limit_questions: int = 0  # 0 = all
     perturb: float = 0.0  # share of answerable questions that also give a swapped-name negative
     init: str = ""  # a reader folder to start from instead of the base weights
+    context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -110,6 +116,14 @@ def swapped_question(question: str, sentence: str, names: set[str], numbers: set
     return re.sub(rf"\b{re.escape(old)}\b", rng.choice(pool), question, count=1)
 
 
+def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: int,
+          label: int) -> Pair:
+    """Sentence j of a paragraph, with its neighbours, as a labelled pair."""
+    text = [ctx[a:b] for a, b in spans]
+    return Pair(question, title, text[j], label, text[j - 1] if j > 0 else "",
+                text[j + 1] if j + 1 < len(spans) else "")
+
+
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
                   repeat: int = 1, perturb: float = 0.0) -> list[Pair]:
     """Labelled pairs of one SQuAD article (see the module docstring)."""
@@ -135,7 +149,7 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
             if qa.get("is_impossible"):
                 if unanswerable_only:
                     for _ in range(repeat):
-                        out += [Pair(q, title, ctx[spans[j][0]:spans[j][1]], 0) for j in ranked[:2]]
+                        out += [_pair(q, title, ctx, spans, j, 0) for j in ranked[:2]]
                 continue
             if unanswerable_only or not qa["answers"]:
                 continue
@@ -144,14 +158,14 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
             if not gold:
                 continue
             g = gold[0]
-            out.append(Pair(q, title, ctx[spans[g][0]:spans[g][1]], 1))
+            out.append(_pair(q, title, ctx, spans, g, 1))
             if perturb and rng.random() < perturb:
                 swapped = swapped_question(q, ctx[spans[g][0]:spans[g][1]], names, numbers, rng)
                 if swapped:
-                    out.append(Pair(swapped, title, ctx[spans[g][0]:spans[g][1]], 0))
+                    out.append(_pair(swapped, title, ctx, spans, g, 0))
             same = [j for j in ranked if j != g]
             if same:
-                out.append(Pair(q, title, ctx[spans[same[0]][0]:spans[same[0]][1]], 0))
+                out.append(_pair(q, title, ctx, spans, same[0], 0))
             best, best_ov = None, -1
             for pj, (octx, ospans, owords) in enumerate(paras):
                 if pj == pi:
@@ -159,10 +173,9 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
                 for j, w in enumerate(owords):
                     ov = _overlap(qs, w)
                     if ov > best_ov:
-                        best, best_ov = (octx, ospans[j]), ov
+                        best, best_ov = (octx, ospans, j), ov
             if best is not None:
-                octx, (a, b) = best
-                out.append(Pair(q, title, octx[a:b], 0))
+                out.append(_pair(q, title, *best, 0))
     return out
 
 
@@ -216,6 +229,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     from transformers import AutoTokenizer
 
     from .embed import resolve_model
+    from .reader import pair_text
     from .reader_model import build_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -259,7 +273,8 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     t0, running = time.time(), []
     batches = _batches(pairs, ts.batch_size)[:total]
     for batch in batches[step:]:
-        enc = tok([p.question for p in batch], [f"{p.title}. {p.sentence}" for p in batch],
+        enc = tok([p.question for p in batch],
+                  [pair_text(*p.reading(), context=ts.context) for p in batch],
                   truncation="longest_first", max_length=ts.max_length, padding=True,
                   return_tensors="pt")
         y = torch.tensor([float(p.label) for p in batch])
@@ -306,7 +321,7 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     if ts.init:  # the run this one went on from
         trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
     config = {"base": BASE, "layers": ts.layers, "max_length": ts.max_length,
-              "sha256": file_sha256(weights), "trained": trained}
+              "context": ts.context, "sha256": file_sha256(weights), "trained": trained}
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) after {step} steps, "
         f"{seconds / 60:.1f} min")
@@ -347,7 +362,9 @@ def paragraph_figures(reader, articles: list[dict], limit: int = 1000, seed: int
     for title, ctx, qa in items:
         spans = split_paragraph(ctx)
         sents = [ctx[a:b] for a, b in spans]
-        logits = reader.score(qa["question"], [(title, s) for s in sents])
+        logits = reader.score(qa["question"], [(title, s, sents[j - 1] if j else "",
+                                                sents[j + 1] if j + 1 < len(sents) else "")
+                                               for j, s in enumerate(sents)])
         best = int(np.argmax(logits))
         is_ans = not qa.get("is_impossible") and bool(qa["answers"])
         answerable.append(is_ans)
@@ -407,6 +424,11 @@ def add_arguments(p) -> None:
     p.add_argument("--perturb", type=float, default=0.0,
                    help="share of answerable questions that also give a negative: the question "
                         "with a name or number of its answer sentence swapped for another")
+    p.add_argument("--context", type=int, default=0,
+                   help="words of each neighbouring sentence to read with a sentence (default "
+                        "0: the sentence alone); give --max-length room for them")
+    p.add_argument("--max-length", type=int, default=TrainSettings.max_length,
+                   help="word pieces per (question, sentence) input (default %(default)s)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -419,13 +441,17 @@ def run(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.pairs < 1 or args.layers < 1 or args.layers > 6:
         raise UserError("--pairs must be positive and --layers from 1 to 6", exit_code=2)
+    if args.context < 0 or args.max_length < 16:
+        raise UserError(f"--context must be 0 or more and --max-length at least 16, not "
+                        f"{args.context} and {args.max_length}", exit_code=2)
     if not 0 <= args.perturb <= 1:
         raise UserError(f"--perturb must be from 0 to 1, not {args.perturb}", exit_code=2)
     if args.init and not (args.init / "reader.safetensors").is_file():
         raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
                         f"qa train-reader wrote, such as qa/reader", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
-                       perturb=args.perturb, init=str(args.init or ""), lr=args.lr, seed=args.seed)
+                       perturb=args.perturb, init=str(args.init or ""), lr=args.lr, seed=args.seed,
+                       context=args.context, max_length=args.max_length)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

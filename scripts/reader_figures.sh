@@ -4,7 +4,8 @@
 # Needs ../shared beside the checkout; indexes and reports go to $OUT (default /tmp/qa-figures).
 # About an hour on 2 cores. Usage: bash scripts/reader_figures.sh [calibrate|eval|all]
 # MAX_WRONG: the share of answerable tuning questions allowed to abstain, per set (default 0.02);
-# PICKERS: which pickers eval scores (default "default none"; "default" alone skips the feature picker).
+# PICKERS: which pickers eval scores (default "default none"; "default" alone skips the feature picker);
+# READER: the reader folder to calibrate (default qa/reader, the packaged one; put it in PICKERS to eval it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
@@ -24,7 +25,7 @@ fi
 if [ "${1:-all}" != eval ]; then
   # Tuning only: the seeds' first 72 questions (not the nm* ones), SQuAD 1.1 dev articles 0-23,
   # the odd non-held-out SQuAD 2.0 articles asked of their own paragraph, and off-topic pairs.
-  $qa calibrate --reader qa/reader --candidates "${CANDIDATES:-6}" --max-wrong-abstain "${MAX_WRONG:-0.02}" --exclude-id '^nm' --limit 1000 \
+  $qa calibrate --reader "${READER:-qa/reader}" --candidates "${CANDIDATES:-6}" --max-wrong-abstain "${MAX_WRONG:-0.02}" --exclude-id '^nm' --limit 1000 \
     --on "$OUT/seeds" tests/questions.jsonl \
     --on "$OUT/squad" "$SQUAD/questions.jsonl" "$TUNE" \
     --on "$OUT/squad2" "$OUT/squad2-data/questions-tune.jsonl" \
@@ -34,13 +35,14 @@ fi
 
 if [ "${1:-all}" != calibrate ]; then
   for reader in ${PICKERS:-default none}; do
+    name=$(basename "$reader")
     $qa eval tests/questions.jsonl --index "$OUT/seeds" --retriever all --reader $reader --quiet \
-      --run-out "$OUT/seeds-$reader.jsonl" | tee "$OUT/seeds-$reader.txt"
+      --run-out "$OUT/seeds-$name.jsonl" | tee "$OUT/seeds-$name.txt"
     $qa eval "$SQUAD/questions.jsonl" --index "$OUT/squad" --filter-doc "$HELD" --reader $reader \
-      --quiet --run-out "$OUT/squad-$reader.jsonl" | tee "$OUT/squad-$reader.txt"
+      --quiet --run-out "$OUT/squad-$name.jsonl" | tee "$OUT/squad-$name.txt"
     $qa eval "$OUT/squad2-data/questions-heldout.jsonl" --index "$OUT/squad2" --given-doc \
-      --sample 2000 --reader $reader --quiet | tee "$OUT/squad2-given-$reader.txt"
+      --sample 2000 --reader $reader --quiet | tee "$OUT/squad2-given-$name.txt"
     $qa eval "$OUT/squad2-data/questions-heldout.jsonl" --index "$OUT/squad2" \
-      --sample 1000 --reader $reader --quiet | tee "$OUT/squad2-open-$reader.txt"
+      --sample 1000 --reader $reader --quiet | tee "$OUT/squad2-open-$name.txt"
   done
 fi

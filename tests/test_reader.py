@@ -53,6 +53,17 @@ def test_article_pairs_label_the_answer_sentence_and_near_misses():
     assert v2 and all(p.label == 0 and "anthem" in p.question for p in v2)
 
 
+def test_article_pairs_carry_the_sentences_around_them():
+    won = [p for p in article_pairs(ARTICLE, random.Random(0))
+           if p.question == "Which team won Super Bowl 50?"]
+    assert won[0].before == "Super Bowl 50 was an American football game."
+    assert won[0].after.startswith("The game was played on February 7, 2016")
+    # A paragraph's first and last sentences have nothing on that side.
+    mvp = [p for p in article_pairs(ARTICLE, random.Random(0)) if p.question == "Who was named MVP?"]
+    assert (mvp[0].before, mvp[0].after) == ("The Panthers finished the regular season with a 15-1 "
+                                             "record.", "")
+
+
 def test_a_swapped_name_or_number_makes_a_near_miss_the_sentence_no_longer_answers():
     rng = random.Random(0)
     sentence = "Foshan had 5,718 high-tech enterprises in 2020, up from 1,323 in 2015."
@@ -103,6 +114,26 @@ def test_training_writes_a_reader_that_loads_and_scores(tiny_reader):
     assert reader.calibration is None
 
 
+def test_a_reader_trained_with_context_reads_the_neighbouring_sentences(tmp_path):
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    out = train(tmp_path / "ctx", TrainSettings(layers=1, batch_size=4, pairs=8, max_length=64,
+                                                context=6), pairs=pairs, log=lambda m: None)
+    config = json.loads((out / CONFIG).read_text())
+    assert config["context"] == 6 and config["trained"]["context"] == 6
+    reader = Reader(out)
+    assert reader.config.context == 6
+    # The neighbours are in the input, after [SEP]s, cut to 6 words each...
+    reading = ("Super Bowl 50", "The Broncos won.", "one two three four five six seven eight",
+               "nine ten eleven twelve thirteen fourteen fifteen")
+    ids = reader._encode("Which team won?", [reading])["input_ids"][0]
+    words = reader.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+    assert "[SEP] three four five six seven eight [SEP] nine ten eleven twelve thirteen fourteen" \
+        in words and "fifteen" not in words
+    # ...and they change the score.
+    a, b = reader.score("Which team won?", [reading, reading[:2] + ("It rained.", "")])
+    assert a != b
+
+
 def test_training_resumes_from_its_checkpoint(tiny_reader, tmp_path):
     out = tmp_path / "again"
     shutil.copytree(tiny_reader, out)
@@ -132,6 +163,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "holds no reader.safetensors" in capsys.readouterr().err
     assert main(["train-reader", "--perturb", "1.5", "--out", str(tmp_path / "o")]) == 2
     assert "--perturb must be from 0 to 1" in capsys.readouterr().err
+    assert main(["train-reader", "--context", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--context must be 0 or more" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
@@ -204,7 +237,9 @@ def test_the_reader_tokenizes_pairs_as_training_did(model_tokenizer):
     reader = Reader(backend="onnx")
     for x in REAL_PAIRS + [{"question": "why " * 80, "pairs": [["T", "long " * 90], ["", "x"]]}]:
         pairs = [tuple(p) for p in x["pairs"]]
-        want = model_tokenizer([x["question"]] * len(pairs), [pair_text(t, s) for t, s in pairs],
+        context = reader.config.context
+        want = model_tokenizer([x["question"]] * len(pairs),
+                               [pair_text(*p, context=context) for p in pairs],
                                truncation="longest_first", max_length=reader.config.max_length,
                                padding=True, return_tensors="np")
         got = reader._encode(x["question"], pairs)
@@ -288,10 +323,12 @@ class FakeReader:
 
     def __init__(self, favourite: str, calibration: ReaderCalibration):
         self.favourite, self.calibration, self.calls = favourite, calibration, []
+        self.read: list[tuple[str, ...]] = []
 
     def score(self, question, pairs):
         self.calls.append(len(pairs))
-        return np.array([8.0 if self.favourite in s else -8.0 for _, s in pairs], dtype=np.float32)
+        self.read += pairs
+        return np.array([8.0 if self.favourite in p[1] else -8.0 for p in pairs], dtype=np.float32)
 
 
 def _calibration(candidates: int = 8, threshold: float = 0.5) -> ReaderCalibration:
@@ -323,6 +360,28 @@ def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
     picked = Picker(engine.index, engine.calibration, FakeReader(tenth, _calibration(3))).pick(
         question, qvec, hits)
     assert tenth not in picked.answer.text and picked.confidence < 0.01
+
+
+def test_the_reader_is_handed_each_candidate_with_the_sentences_around_it(engine):
+    import re
+
+    from qa.answer import Picker
+
+    question = "How many high-tech enterprises did Foshan have in 2020?"
+    qvec = engine.encoder.encode([question])[0]
+    hits = engine.retriever.search(question, k=8, qvec=qvec)
+    reader = FakeReader("no such sentence", _calibration(candidates=8))
+    Picker(engine.index, engine.calibration, reader).pick(question, qvec, hits)
+    assert len(reader.read) == 8
+    titles = {a.title: a.text for a in engine.index.articles.values()}
+    for title, sentence, before, after in reader.read:
+        text = titles[title]
+        # Verbatim neighbours: the sentence before, then this one, then the one after.
+        got = re.search(re.escape(before) + r"\s*" + re.escape(sentence) + r"\s*" + re.escape(after),
+                        text)
+        assert got, (sentence, before, after)
+    # The seeds' paragraphs are often one sentence long: the neighbours cross paragraphs.
+    assert sum(bool(before and after) for _, _, before, after in reader.read) >= 6
 
 
 def test_a_low_reader_confidence_abstains(engine):
