@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import percentiles, recall_at, timed
+from .bench import latency_split, percentiles, recall_at, timed
 from .evaluation.report import markdown_table
 from .settings import Settings, UserError
 
@@ -333,9 +333,12 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
         handle = ray_serve.get_app_handle(serve.APP)
         by_serve: dict[str, dict] = {}
         times: dict[str, list[float]] = {"serve": [], "in process": [], "in process, 1 thread": []}
+        inside: list[dict[str, float]] = []  # the ingress's own timings of each Serve answer
 
         def via_serve(q):
-            by_serve[q["id"]] = handle.ask.remote(q["question"], 10, None, None, None).result()
+            got = handle.ask_timed.remote(q["question"], 10).result()
+            by_serve[q["id"]] = got["json"]
+            return got["ms"]
 
         def one_thread(q):
             before = _torch_threads(1)
@@ -353,12 +356,16 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
             q = questions[i % len(questions)]
             for name, fn in paths.items():
                 started = time.perf_counter()
-                fn(q)
+                ms = fn(q)
                 times[name].append(time.perf_counter() - started)
+                if name == "serve":
+                    inside.append({**ms, "client": times[name][-1] * 1000})
         for name, seconds_list in times.items():
             rows.append({"figure": "latency", "path": name, "shards": shards if name == "serve" else 1,
                          "questions": len(seconds_list), **percentiles(seconds_list),
                          "load_average": load_average()})
+        asked_texts = [q["question"] for q in questions[:min(len(questions), rounds)]]
+        rows.append(serve_split(inside, latency_split(single, asked_texts, rounds), shards))
         asked = {qid: reference[qid] for qid in by_serve}
         rows.append({"figure": "same_answers", "shards": shards, "path": "Serve",
                      **count_differences(asked, by_serve), "load_average": load_average()})
@@ -367,9 +374,40 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
     return rows
 
 
+def serve_split(inside: list[dict[str, float]], in_process: dict[str, float],
+                shards: int) -> dict:
+    """Where an answer through Serve spends its time, p50 ms of each part over the timed
+    questions, beside the in-process steps (bench.latency_split) on the same questions.
+
+    From the ingress's own timings (Ingress.ask_timed): "hop" is the client's time less the
+    ingress's (the handle call, the router, the reply); "encode"; "fanout" (asking every shard
+    and waiting for the last: the shards' search, two hops each, the candidates' transfer); "rest"
+    (merging, picking, reading, JSON) is the ingress's total less both. Each part's p50 is its
+    own, so they need not add up to the total's.
+
+    >>> r = serve_split([{"client": 60.0, "total": 50.0, "encode": 8.0, "fanout": 12.0}],
+    ...                 {"encode": 7.0, "search": 1.0, "pick": 30.0}, 2)
+    >>> r["serve_ms"], r["in_process_ms"]
+    ({'client': 60.0, 'hop': 10.0, 'encode': 8.0, 'fanout': 12.0, 'rest': 30.0}, {'encode': 7.0, 'search': 1.0, 'pick': 30.0})
+    """
+    from .evaluation.metrics import percentile
+
+    parts: dict[str, list[float]] = {p: [] for p in ("client", "hop", "encode", "fanout", "rest")}
+    for t in inside:
+        parts["client"].append(t["client"])
+        parts["hop"].append(t["client"] - t["total"])
+        parts["encode"].append(t.get("encode", 0.0))
+        parts["fanout"].append(t.get("fanout", 0.0))
+        parts["rest"].append(t["total"] - t.get("encode", 0.0) - t.get("fanout", 0.0))
+    return {"figure": "serve_split", "shards": shards, "questions": len(inside),
+            "serve_ms": {p: round(percentile(v, 50), 3) for p, v in parts.items()},
+            "in_process_ms": {p: in_process[p] for p in ("encode", "search", "pick")},
+            "load_average": load_average()}
+
+
 def cluster_table(rows: list[dict]) -> str:
     by = {f: [r for r in rows if r["figure"] == f] for f in
-          ("cluster", "encode", "build", "same_answers", "latency")}
+          ("cluster", "encode", "build", "same_answers", "latency", "serve_split")}
     out = []
     for c in by["cluster"]:
         out.append(f"Ray cluster {c['address']}: {c['nodes']} nodes, CPUs per node "
@@ -391,6 +429,19 @@ def cluster_table(rows: list[dict]) -> str:
     if body:
         out.append("question-to-answer latency (k=10, hybrid, with the reader), the paths "
                    "alternating question by question\n\n" + markdown_table(head, body))
+    for r in by["serve_split"]:
+        s, p = r["serve_ms"], r["in_process_ms"]
+        head = ["part", "through Serve, p50 ms", "in process, p50 ms"]
+        body = [["client to ingress and back (the handle call, the router, the reply)",
+                 f"{s['hop']:.1f}", "-"],
+                ["encode the question", f"{s['encode']:.1f}", f"{p['encode']:.1f}"],
+                [f"search: fan out to {r['shards']} shards and wait for all (with their search, "
+                 f"and the candidates' transfer)", f"{s['fanout']:.1f}", f"{p['search']:.1f}"],
+                ["merge, pick, read, JSON", f"{s['rest']:.1f}", f"{p['pick']:.1f}"],
+                ["the whole answer, as the client times it", f"{s['client']:.1f}", "-"]]
+        out.append(f"where an answer through Serve spends its time ({r['questions']} questions, "
+                   f"load avg {r['load_average']:.1f}; each part's own p50)\n\n"
+                   + markdown_table(head, body))
     head = ["shards", "answered", "questions", "top-10 ids differ", "scores differ > 1e-5",
             "snippet differs", "abstention differs", "any", "load avg"]
     body = [[str(r["shards"]), r["path"], str(r["questions"]),

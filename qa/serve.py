@@ -133,13 +133,50 @@ class RemoteIndex:
         self._local.vectors = {pid: v for p in parts for pid, v in p.vectors.items()}
 
 
+class Clock:
+    """Seconds this thread's question spent encoding and waiting for the shards (Ingress.ask_timed:
+    where Serve's time goes, for `qa bench --ray`)."""
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def reset(self) -> None:
+        self._local.spent = {"encode": 0.0, "fanout": 0.0}
+
+    def add(self, part: str, seconds: float) -> None:
+        spent = getattr(self._local, "spent", None)
+        if spent is not None:
+            spent[part] += seconds
+
+    def spent(self) -> dict[str, float]:
+        return dict(getattr(self._local, "spent", {}))
+
+
+class TimedEncoder:
+    """An encoder whose encode() calls are counted on a Clock; everything else is the encoder's."""
+
+    def __init__(self, encoder, clock: Clock):
+        self._encoder, self._clock = encoder, clock
+
+    def encode(self, texts, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return self._encoder.encode(texts, *args, **kwargs)
+        finally:
+            self._clock.add("encode", time.perf_counter() - started)
+
+    def __getattr__(self, name: str):
+        return getattr(self._encoder, name)
+
+
 class FanOut:
     """Retriever.search over the shard deployments: ask all, wait for all, merge."""
 
     def __init__(self, index: RemoteIndex, handles: list, encoder, alpha: float,
-                 timeout: float = SHARD_TIMEOUT_S):
+                 timeout: float = SHARD_TIMEOUT_S, clock: Clock | None = None):
         self.index, self.handles, self.encoder, self.alpha = index, handles, encoder, alpha
         self.timeout = timeout
+        self.clock = clock or Clock()
         # Fan-outs answered after asking a shard again, and failed because a shard stayed down.
         self.counts = {"fanouts": 0, "retried": 0, "failed": 0, "replicas_lost": 0}
         self._lock = threading.Lock()
@@ -200,7 +237,9 @@ class FanOut:
         if method != "bm25" and qvec is None:
             qvec = self.encoder.encode([question])[0]
         # Every shard answers or the question fails: never an answer from a subset of shards.
+        started = time.perf_counter()
         parts = self.gather("hits", question, qvec, k, method, filters)
+        self.clock.add("fanout", time.perf_counter() - started)
         self.index.hold(parts)
         return merge_shard_hits(parts, k, method, self.alpha, qvec)
 
@@ -216,9 +255,11 @@ class Ingress:
         index = RemoteIndex(Path(root))
         self.index, self.fields = index, settings
         self.settings = Settings(**settings)
-        encoder = load_encoder(index.model)
+        self.clock = Clock()
+        encoder = TimedEncoder(load_encoder(index.model), self.clock)
         self.qa = QA(index, encoder, self.settings)  # type: ignore[arg-type]  # index-like
-        self.fanout = FanOut(index, list(shards), encoder, HYBRID_ALPHA, shard_timeout)
+        self.fanout = FanOut(index, list(shards), encoder, HYBRID_ALPHA, shard_timeout,
+                             self.clock)
         self.qa.retriever = self.fanout  # type: ignore[assignment]
 
     def _answer(self, question, k, retriever, filters, history, page=False) -> dict:
@@ -242,6 +283,20 @@ class Ingress:
         picker's best sentence per passage), "articles" (of the passages, whole)}."""
         return await asyncio.to_thread(self._answer, question, k, retriever, filters, history,
                                        True)
+
+    async def ask_timed(self, question: str, k: int | None = None) -> dict:
+        """As ask, with where the ingress's time went: {"json", "ms": {"encode", "fanout" (asking
+        every shard and waiting for all), "total" (in this replica, from the question to its
+        JSON)}}. For `qa bench --ray`, which splits Serve's overhead with it."""
+        return await asyncio.to_thread(self._timed, question, k)
+
+    def _timed(self, question: str, k: int | None) -> dict:
+        self.clock.reset()
+        started = time.perf_counter()
+        out = self._answer(question, k, None, None, None)
+        total = time.perf_counter() - started
+        ms = {part: round(s * 1000, 3) for part, s in self.clock.spent().items()}
+        return {"json": out, "ms": {**ms, "total": round(total * 1000, 3)}}
 
     async def info(self) -> dict:
         """The collection's manifest, the settings and every article without its text."""

@@ -262,6 +262,13 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
         assert json.loads(out.stdout) == replies[q["id"]]
+        # The timed ask (`qa bench --ray` splits Serve's time with it): the same answer, and the
+        # ingress's own encode and fan-out inside its total.
+        timed = serve.app_handle(ray_cluster).ask_timed.remote(q["question"], 10).result()
+        assert timed["json"] == replies[q["id"]]
+        ms = timed["ms"]
+        assert ms["encode"] > 0 and ms["fanout"] > 0
+        assert ms["encode"] + ms["fanout"] < ms["total"]
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
 
@@ -344,6 +351,34 @@ def _fanout(*shards, timeout=0.5):
     from qa.serve import FanOut
 
     return FanOut(None, list(shards), None, 0.5, timeout)  # type: ignore[arg-type]
+
+
+def test_the_ingress_clock_counts_this_threads_encoding_and_fanout():
+    import threading
+    import time
+
+    from qa.serve import Clock, TimedEncoder
+
+    class Slow:
+        name = "slow"
+
+        def encode(self, texts):
+            time.sleep(0.02)
+            return [[0.0]] * len(texts)
+
+    clock = Clock()
+    encoder = TimedEncoder(Slow(), clock)
+    assert encoder.name == "slow"
+    encoder.encode(["not counted: no question started on this thread"])
+    assert clock.spent() == {}
+    clock.reset()
+    encoder.encode(["a"])
+    encoder.encode(["b"])
+    other = threading.Thread(target=lambda: (clock.reset(), encoder.encode(["c"])))
+    other.start()
+    other.join()
+    spent = clock.spent()
+    assert 0.04 <= spent["encode"] < 1 and spent["fanout"] == 0.0  # not the other thread's
 
 
 def test_fanout_asks_again_a_shard_whose_replica_died():
