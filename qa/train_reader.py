@@ -125,8 +125,10 @@ def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: 
 
 
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
-                  repeat: int = 1, perturb: float = 0.0) -> list[Pair]:
-    """Labelled pairs of one SQuAD article (see the module docstring)."""
+                  repeat: int = 1, perturb: float = 0.0, adjacent: bool = False) -> list[Pair]:
+    """Labelled pairs of one SQuAD article (see the module docstring). With `adjacent`, the
+    sentences just before and after the answer are negatives too: a reader that reads
+    neighbours as context sees the answer in theirs, and must learn that it is not theirs."""
     title = title_text(article["title"])
     names: set[str] = set()
     numbers: set[str] = set()
@@ -166,6 +168,9 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
             same = [j for j in ranked if j != g]
             if same:
                 out.append(_pair(q, title, ctx, spans, same[0], 0))
+            if adjacent:
+                out += [_pair(q, title, ctx, spans, j, 0) for j in (g - 1, g + 1)
+                        if 0 <= j < len(spans) and (not same or j != same[0])]
             best, best_ov = None, -1
             for pj, (octx, ospans, owords) in enumerate(paras):
                 if pj == pi:
@@ -192,7 +197,7 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
     from tqdm import tqdm
 
     for article in tqdm(train, desc="SQuAD 1.1 train articles", file=sys.stderr):
-        pairs += article_pairs(article, rng, perturb=ts.perturb)
+        pairs += article_pairs(article, rng, perturb=ts.perturb, adjacent=ts.context > 0)
     v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
     n1 = len(pairs)
     for article in v2_train:
@@ -315,7 +320,8 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     weights = out / WEIGHTS
     save_file(state, str(weights))
     data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
-            "articles" + (" + swapped-name negatives" if ts.perturb else ""))
+            "articles" + (" + swapped-name negatives" if ts.perturb else "")
+            + (" + the answer's adjacent sentences as negatives" if ts.context else ""))
     trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from

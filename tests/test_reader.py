@@ -64,6 +64,18 @@ def test_article_pairs_carry_the_sentences_around_them():
                                              "record.", "")
 
 
+def test_with_adjacent_the_answers_neighbours_are_negatives_once_each():
+    pairs = [p for p in article_pairs(ARTICLE, random.Random(0), adjacent=True)
+             if p.question == "Which team won Super Bowl 50?"]
+    negatives = [p.sentence for p in pairs if p.label == 0]
+    assert [p.label for p in pairs][0] == 1
+    # Both of the answer's neighbours, each once, and the other paragraph's best sentence.
+    assert sorted(negatives[:2]) == ["Super Bowl 50 was an American football game.",
+                                     "The game was played on February 7, 2016, at Levi's Stadium "
+                                     "in Santa Clara."]
+    assert len(negatives) == 3 and len(set(negatives)) == 3
+
+
 def test_a_swapped_name_or_number_makes_a_near_miss_the_sentence_no_longer_answers():
     rng = random.Random(0)
     sentence = "Foshan had 5,718 high-tech enterprises in 2020, up from 1,323 in 2015."
