@@ -214,7 +214,7 @@ def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, 
                               str(index_dir), "--ray", ray_cluster, "--shards", str(n), "--quiet"],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
-        assert f"({n} shards on Ray)" in out.stdout
+        assert f"({n} shards on Ray, 2 embedding actors)" in out.stdout  # both CPUs were free
         index = load_sharded(index_dir)
         assert len(index.shards) == n
         assert passage_rows(index) == passage_rows(engine.index)
@@ -741,6 +741,39 @@ def test_a_shard_that_stays_down_is_named(served, engine, questions):
     assert same_json(engine, {q["id"]: r.json()}, [q]) == []
     print(f"\nshard-001 down: 503 after {waited:.1f} s; answering again "
           f"{time.monotonic() - restored:.1f} s after its folder was back")
+
+
+@pytest.mark.slow
+def test_a_ray_build_beside_the_served_app_is_refused_when_no_node_has_a_cpu_free(served, engine,
+                                                                                  questions,
+                                                                                  tmp_path):
+    """`qa build --ray` on the cluster while the app serves from it: the app's three replicas
+    hold 0.25 CPU each, spread over the two one-CPU nodes, so 1.25 CPUs are free but no node has
+    a whole one, which an embedding actor needs. The build used to wait for one forever; it is
+    refused at once, in one line that says what is free and what to do, and the app answers on."""
+    import os
+    import time
+
+    import httpx
+
+    address, _, url = served
+    root = tmp_path / "beside"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "qa.cli", "build", str(SEEDS), "--index",
+                          str(root), "--ray", address, "--shards", "2"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: no node of the Ray cluster at {address} has a whole CPU free (CPUs free per "
+        f"node: "), lines
+    assert "`serve shutdown`" in lines[0]
+    print(f"\nrefused in {time.monotonic() - started:.1f} s: {lines[0]}")
+    assert not (root / "CURRENT").exists()
+    q = questions[0]
+    r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+    assert r.status_code == 200 and same_json(engine, {q["id"]: r.json()}, [q]) == []
 
 
 @pytest.mark.slow
