@@ -201,15 +201,6 @@ def _write_group(batch: dict, folder: str, manifests: list[dict], articles: list
     return {"entry": np.array([json.dumps(entry)], dtype=object)}
 
 
-def whole_free_cpus(ray) -> tuple[int, list[float]]:
-    """How many one-CPU actors fit on the cluster's nodes now, and each node's free CPUs."""
-    from ray._private.state import available_resources_per_node
-
-    per_node = [round(float(r.get("CPU", 0.0)), 6)
-                for r in available_resources_per_node().values()]
-    return sum(int(c) for c in per_node), per_node
-
-
 def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str, shards: int,
                  workers: int | None = None, progress: bool = True):
     """A sharded build on the Ray cluster at address (see the module docstring).
@@ -219,7 +210,7 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
         settings: the index folder, model and chunking.
         address: the cluster (host:port of its head, or "auto").
         shards: how many shards.
-        workers: actors in the chunk-and-embed pool; default one per whole CPU free on a node now.
+        workers: actors in the chunk-and-embed pool; default one per CPU free now.
 
     Returns:
         qa.build.BuildSummary.
@@ -243,17 +234,16 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.execution_options.verbose_progress = False
-    # One embedding actor per whole CPU that is free now on some node, not per CPU of the
-    # cluster: a cluster that also runs `qa serve` holds some, and an actor of one CPU fits on one
-    # node only (two nodes with half a CPU free each hold none), so a pool sized otherwise would
-    # wait for CPUs forever.
-    free, per_node = whole_free_cpus(ray)
+    # One embedding actor per CPU that is free now, not per CPU of the cluster: a cluster that
+    # also runs `qa serve` holds some, and a pool waiting for all of them would never start.
+    # Known gap (README, "What it does not do yet"): the free CPUs are added up over the nodes,
+    # so two nodes with half a CPU free each count as one, which no node can hold.
+    free = float(ray.available_resources().get("CPU", 0.0))
     if not workers and free < 1:
-        raise UserError(f"no node of the Ray cluster at {address} has a whole CPU free (CPUs "
-                        f"free per node: {', '.join(f'{c:g}' for c in per_node) or 'none'}), and "
-                        f"each embedding worker needs one; add a node, or stop what holds them "
-                        f"(`qa serve` does: `serve shutdown`), then build again")
-    workers = workers or free
+        raise UserError(f"the Ray cluster at {address} has {free:g} CPUs free, and each embedding "
+                        f"worker needs 1; add a node, or stop what holds them (`qa serve` does: "
+                        f"`serve shutdown`), then build again")
+    workers = workers or int(free)
     encoder = load_encoder(settings.model)  # the driver's copy: the build record only
     base = build_record(settings, encoder, folders)
     root = writable(Path(settings.index_dir))

@@ -744,39 +744,6 @@ def test_a_shard_that_stays_down_is_named(served, engine, questions):
 
 
 @pytest.mark.slow
-def test_a_ray_build_beside_the_served_app_is_refused_when_no_node_has_a_cpu_free(served, engine,
-                                                                                  questions,
-                                                                                  tmp_path):
-    """`qa build --ray` on the cluster while the app serves from it: the app's three replicas
-    hold 0.25 CPU each, spread over the two one-CPU nodes, so 1.25 CPUs are free but no node has
-    a whole one, which an embedding actor needs. The build used to wait for one forever; it is
-    refused at once, in one line that says what is free and what to do, and the app answers on."""
-    import os
-    import time
-
-    import httpx
-
-    address, _, url = served
-    root = tmp_path / "beside"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "qa.cli", "build", str(SEEDS), "--index",
-                          str(root), "--ray", address, "--shards", "2"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert out.returncode == 1, out.stderr[-3000:]
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f"error: no node of the Ray cluster at {address} has a whole CPU free (CPUs free per "
-        f"node: "), lines
-    assert "`serve shutdown`" in lines[0]
-    print(f"\nrefused in {time.monotonic() - started:.1f} s: {lines[0]}")
-    assert not (root / "CURRENT").exists()
-    q = questions[0]
-    r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
-    assert r.status_code == 200 and same_json(engine, {q["id"]: r.json()}, [q]) == []
-
-
-@pytest.mark.slow
 def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, sharded, engine,
                                                                   encoder, questions, tmp_path):
     """kill -9 of the second node's raylet (and its workers) while `qa build --ray` embeds: the
