@@ -16,7 +16,9 @@ that folder at the same path (one machine, or a shared file system).
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,12 @@ def connect(address: str):
         UserError: nothing listens at address, or Ray cannot join the cluster there.
     """
     ray = import_ray()
+    # Never a cluster of its own: without this, a Ray call made after ray.shutdown() (by a build
+    # abandoned when a node was lost, as the process ends) starts a new local cluster, with token
+    # authentication and a ~/.ray/auth_token that `ray start --address` then trips on.
+    from ray._private import auto_init_hook
+
+    auto_init_hook.enable_auto_connect = False
     if not ray.is_initialized():
         _probe(address)
         try:
@@ -107,25 +115,11 @@ class ChunkEmbed:
 
 
 class NodeWatch:
-    """Stops the build when a node it started with leaves the cluster (a crash, a kill -9 of its
-    raylet), whatever Ray Data makes of the lost actors and tasks meanwhile. The build thread gets
-    a KeyboardInterrupt; `lost` then names the node."""
+    """The nodes a build started with, and the first of them to leave the cluster since."""
 
     def __init__(self, ray, period: float = 2.0):
         self.ray, self.period = ray, period
         self.nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
-        self.lost: str | None = None
-        self._done = False
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._watch, name="qa-node-watch", daemon=True)
-
-    def __enter__(self) -> NodeWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        with self._lock:
-            self._done = True
 
     def check(self) -> str | None:
         """The first node that left the cluster since the start, as "node ID (address)"."""
@@ -136,29 +130,48 @@ class NodeWatch:
         gone = [n for n in self.nodes if n not in alive]
         return f"node {gone[0][:12]} ({self.nodes[gone[0]]})" if gone else None
 
-    def _watch(self) -> None:
-        import _thread
+    def run(self, work: Callable[[], None]) -> str | None:
+        """work() in a thread, this one checking the nodes every `period` seconds meanwhile.
+
+        Returns:
+            the node lost, as soon as one is (work goes on in its daemon thread, and ends with
+            the process); None when work finished with every node still there.
+
+        Raises:
+            whatever work raised, unless a node was lost by then (Ray may say a task failed before
+            the cluster marks its node dead, so that is waited for, up to 30 s).
+        """
         import time
 
-        while True:
+        failed: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                work()
+            except BaseException as e:  # noqa: BLE001  # raised again in the caller's thread
+                failed.append(e)
+
+        # Not a watcher that interrupts this thread: a signal to a main thread waiting inside Ray
+        # Data went unseen until the build had ended (in a full test run; alone it was seen).
+        thread = threading.Thread(target=target, name="qa-ray-build", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(self.period)
+            if lost := self.check():
+                # The build goes on in its thread until the process ends; Ray Data then logs its
+                # executor's end with a traceback, which would bury the one line said instead.
+                logging.getLogger("ray.data").setLevel(logging.CRITICAL + 1)
+                return lost
+        if not failed:
+            return self.check()  # lost after the last look, while Ray Data redid its work
+        if isinstance(failed[0], UserError):
+            raise failed[0]
+        deadline = time.monotonic() + 30.0
+        while (lost := self.check()) is None and time.monotonic() < deadline:
             time.sleep(self.period)
-            lost = self.check()
-            with self._lock:
-                if self._done:
-                    return
-                if lost:
-                    self.lost = lost
-                    _thread.interrupt_main()
-                    return
-
-
-def _lost_within(watch: NodeWatch, seconds: float) -> str | None:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while (lost := watch.check()) is None and time.monotonic() < deadline:
-        time.sleep(watch.period)
-    return lost
+        if lost is None:
+            raise failed[0]
+        return lost
 
 
 def _tally(batch: dict) -> dict:
@@ -201,6 +214,18 @@ def _write_group(batch: dict, folder: str, manifests: list[dict], articles: list
     return {"entry": np.array([json.dumps(entry)], dtype=object)}
 
 
+def whole_free_cpus() -> tuple[int, list[float]]:
+    """How many one-CPU actors fit on the cluster's nodes now, and each node's free CPUs.
+
+    An actor of one CPU runs on one node, so two nodes with half a CPU free each hold none.
+    """
+    from ray._private.state import available_resources_per_node  # no public per-node view
+
+    per_node = [round(float(r.get("CPU", 0.0)), 6)
+                for r in available_resources_per_node().values()]
+    return sum(int(c) for c in per_node), per_node
+
+
 def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str, shards: int,
                  workers: int | None = None, progress: bool = True):
     """A sharded build on the Ray cluster at address (see the module docstring).
@@ -234,16 +259,15 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.execution_options.verbose_progress = False
-    # One embedding actor per CPU that is free now, not per CPU of the cluster: a cluster that
-    # also runs `qa serve` holds some, and a pool waiting for all of them would never start.
-    # Known gap (README, "What it does not do yet"): the free CPUs are added up over the nodes,
-    # so two nodes with half a CPU free each count as one, which no node can hold.
-    free = float(ray.available_resources().get("CPU", 0.0))
+    # One embedding actor per whole CPU free now on some node, not per CPU of the cluster: a
+    # cluster that also runs `qa serve` holds some, and a pool sized otherwise waits forever.
+    free, per_node = whole_free_cpus()
     if not workers and free < 1:
-        raise UserError(f"the Ray cluster at {address} has {free:g} CPUs free, and each embedding "
-                        f"worker needs 1; add a node, or stop what holds them (`qa serve` does: "
-                        f"`serve shutdown`), then build again")
-    workers = workers or int(free)
+        raise UserError(f"no node of the Ray cluster at {address} has a whole CPU free (CPUs "
+                        f"free per node: {', '.join(f'{c:g}' for c in per_node) or 'none'}), and "
+                        f"each embedding worker needs one; add a node, or stop what holds them "
+                        f"(`qa serve` does: `serve shutdown`), then build again")
+    workers = workers or free
     encoder = load_encoder(settings.model)  # the driver's copy: the build record only
     base = build_record(settings, encoder, folders)
     root = writable(Path(settings.index_dir))
@@ -253,19 +277,11 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     summary: dict = {}
 
     def fill(tmp: Path) -> None:
-        watch = NodeWatch(ray)
-        try:
-            with watch:
-                write(tmp)
-        except (KeyboardInterrupt, Exception) as e:
-            lost = watch.lost
-            if lost is None and not isinstance(e, (KeyboardInterrupt, UserError)):
-                lost = _lost_within(watch, 30.0)  # Ray may say a task failed before GCS marks its node dead
-            if lost is None:
-                raise
+        lost = NodeWatch(ray).run(lambda: write(tmp))
+        if lost is not None:
             raise UserError(f"{lost} left the Ray cluster during the build, which stopped; the "
                             f"previous index in {root}/ is still live (CURRENT unchanged). Rerun "
-                            f"the build once every node is back (`ray status` lists them)") from None
+                            f"the build once every node is back (`ray status` lists them)")
 
     def write(tmp: Path) -> None:
         blocks = max(1, min(len(rows), 4 * workers))

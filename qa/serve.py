@@ -61,6 +61,9 @@ class ShardSearch:
                           None if qvec is None else np.asarray(qvec, dtype=np.float32),
                           k, method, filters)
 
+    def ping(self) -> None:
+        """Nothing: what a call to a shard costs in Serve itself (Ingress.ask_timed)."""
+
     def catalog(self) -> list[Article]:
         """The shard's articles without their text (the web page lists sources and examples)."""
         return [replace(a, text="", body=()) for a in self.index.articles.values()]
@@ -287,7 +290,9 @@ class Ingress:
     async def ask_timed(self, question: str, k: int | None = None) -> dict:
         """As ask, with where the ingress's time went: {"json", "ms": {"encode", "fanout" (asking
         every shard and waiting for all), "total" (in this replica, from the question to its
-        JSON)}}. For `qa bench --ray`, which splits Serve's overhead with it."""
+        JSON), "noop_fanout" (after the answer, not in its total: the same fan-out of a call that
+        does nothing, so what Serve's calls cost apart from the search and the candidates)}}.
+        For `qa bench --ray`, which splits Serve's overhead with it."""
         return await asyncio.to_thread(self._timed, question, k)
 
     def _timed(self, question: str, k: int | None) -> dict:
@@ -296,7 +301,12 @@ class Ingress:
         out = self._answer(question, k, None, None, None)
         total = time.perf_counter() - started
         ms = {part: round(s * 1000, 3) for part, s in self.clock.spent().items()}
-        return {"json": out, "ms": {**ms, "total": round(total * 1000, 3)}}
+        started = time.perf_counter()
+        for call in [h.ping.remote() for h in self.fanout.handles]:
+            call.result(timeout_s=self.fanout.timeout)
+        noop = time.perf_counter() - started
+        return {"json": out, "ms": {**ms, "total": round(total * 1000, 3),
+                                    "noop_fanout": round(noop * 1000, 3)}}
 
     async def info(self) -> dict:
         """The collection's manifest, the settings and every article without its text."""

@@ -86,7 +86,7 @@ def write_shard(folder: Path, manifest: dict, articles: list[Article], passages:
     first = manifest["shard"]["first_pid"]
     assert all(p.pid == first + i for i, p in enumerate(passages)), "a shard's passages are contiguous"
     local = [replace(p, pid=p.pid - first) for p in passages]
-    folder.mkdir(parents=True)
+    folder.mkdir()  # not parents: a build folder removed after a failure stays removed
     write_build(folder, articles, local, texts, vectors, dict(manifest), bm25_corpus=corpus)
     return {"path": folder.name, "first_pid": first, "passages": len(passages),
             "documents": len(articles)}
