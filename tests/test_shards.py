@@ -191,6 +191,51 @@ def test_ray_flag_without_ray_names_the_extra(monkeypatch, capsys):
     assert "pip install -e .[ray]" in err and "Traceback" not in err
 
 
+class _Nodes:
+    """ray.nodes() of a fake cluster whose second node leaves after `alive_for` looks."""
+
+    def __init__(self, alive_for: int | None):
+        self.alive_for, self.looks = alive_for, 0
+
+    def nodes(self) -> list[dict]:
+        self.looks += 1
+        gone = self.alive_for is not None and self.looks > self.alive_for
+        return [{"NodeID": "a" * 40, "NodeManagerAddress": "10.0.0.1", "Alive": True},
+                {"NodeID": "b" * 40, "NodeManagerAddress": "10.0.0.2", "Alive": not gone}]
+
+
+def test_node_watch_says_a_lost_node_while_the_work_goes_on():
+    import threading
+
+    from qa.cluster import NodeWatch
+
+    release = threading.Event()
+    watch = NodeWatch(_Nodes(alive_for=3), period=0.01)
+    assert watch.run(release.wait) == f"node {'b' * 12} (10.0.0.2)"  # the work never ended
+    release.set()
+
+
+def test_node_watch_after_the_work():
+    from qa.cluster import NodeWatch
+
+    assert NodeWatch(_Nodes(alive_for=None), period=0.01).run(lambda: None) is None
+    # Gone by the end, though the work finished: Ray Data may have redone its part elsewhere.
+    assert NodeWatch(_Nodes(alive_for=1), period=5.0).run(lambda: None) == f"node {'b' * 12} (10.0.0.2)"
+
+    def fails():
+        raise ValueError("a task failed")
+
+    def refuses():
+        raise UserError("refused")
+
+    with pytest.raises(ValueError, match="a task failed"):  # no node lost: the error itself
+        NodeWatch(_Nodes(alive_for=None), period=0.01).run(fails)
+    with pytest.raises(UserError, match="refused"):  # said at once, no wait for a lost node
+        NodeWatch(_Nodes(alive_for=None), period=5.0).run(refuses)
+    # The task failed before the cluster marked its node dead: the node is named, not the error.
+    assert NodeWatch(_Nodes(alive_for=2), period=0.01).run(fails) == f"node {'b' * 12} (10.0.0.2)"
+
+
 def test_ray_flag_needs_shards(capsys):
     from qa.cli import main
 
