@@ -444,7 +444,7 @@ def cluster_table(rows: list[dict]) -> str:
                 [f"search: fan out to {r['shards']} shards and wait for all (with their search, "
                  f"and the candidates' transfer)", f"{s['fanout']:.1f}", f"{p['search']:.1f}"],
                 ["  the same fan-out of a call that does nothing (Serve's own cost; timed after "
-                 "the answer)", f"{s.get('noop_fanout', 0.0):.1f}", "-"],
+                 "the answer)", f"{s['noop_fanout']:.1f}", "-"],
                 ["merge, pick, read, JSON", f"{s['rest']:.1f}", f"{p['pick']:.1f}"],
                 ["the whole answer, as the client times it", f"{s['client']:.1f}", "-"]]
         out.append(f"where an answer through Serve spends its time ({r['questions']} questions, "

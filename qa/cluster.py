@@ -235,7 +235,7 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
         settings: the index folder, model and chunking.
         address: the cluster (host:port of its head, or "auto").
         shards: how many shards.
-        workers: actors in the chunk-and-embed pool; default one per CPU free now.
+        workers: actors in the chunk-and-embed pool; default one per whole CPU free on a node now.
 
     Returns:
         qa.build.BuildSummary.

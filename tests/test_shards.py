@@ -543,6 +543,19 @@ def _delete_app(address: str) -> None:
         pass
 
 
+def _wait_for_both_cpus(seconds: float = 120) -> None:
+    """Until the 2-node test cluster has both CPUs free (a deleted app's replicas stop
+    gracefully); this process must have joined it."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + seconds
+    while ray.available_resources().get("CPU", 0) < 2:
+        assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
+        time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_web_app_without_the_qa_app_says_how_to_start_it(ray_cluster):
     """Before `served`: the cluster runs, no qa app on it."""
@@ -584,10 +597,7 @@ def test_a_ray_build_is_refused_at_once_when_no_node_has_a_whole_cpu_free(ray_cl
 
     try:
         _delete_app(ray_cluster)
-        deadline = time.monotonic() + 120
-        while ray.available_resources().get("CPU", 0) < 2:  # replicas stop gracefully
-            assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
-            time.sleep(0.5)
+        _wait_for_both_cpus()
         nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
         assert len(nodes) == 2, ray.nodes()
         holders = [Holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
@@ -866,13 +876,10 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
     log = tmp_path / "build.log"
     try:
         _delete_app(ray_cluster)  # the build's actors need the CPUs the app's replicas hold
-        # Replicas stop gracefully: wait for both CPUs, so both actors start at once and most of
-        # the embedding is left when the second node dies (in a full run the second node's actor
-        # once started late, and the build ended before the cluster had marked the node dead).
-        deadline = time.monotonic() + 120
-        while ray.available_resources().get("CPU", 0) < 2:
-            assert time.monotonic() < deadline, f"CPUs still held: {ray.available_resources()}"
-            time.sleep(0.5)
+        # Both CPUs free, so both actors start at once and most of the embedding is left when the
+        # second node dies (in a full run the second node's actor once started late, and the build
+        # ended before the cluster had marked the node dead).
+        _wait_for_both_cpus()
         node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node2"))
         raylet = next(p for p in psutil.process_iter(["cmdline"])
                       if f"--raylet_socket_name={node['RayletSocketName']}" in (p.info["cmdline"] or []))
