@@ -122,6 +122,8 @@ class QA:
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
         abstained = picked.answer is None or picked.confidence < self.picker.threshold
+        if picked.ruled_out:
+            notices.append(f"No answer: {picked.ruled_out}.")
         shown = picked.hits[:k]
         return Result(question, shown, None if abstained else picked.answer, abstained,
                       round(picked.confidence, 4), resolved, tuple(notices),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
-                       entity_span, question_type)
+                       entity_span, question_type, year_clash, years)
 from qa.calibrate import choose_threshold, fit_listwise, fit_logistic
 from qa.settings import UserError
 from qa.store import load
@@ -178,6 +178,44 @@ def test_k_one_still_cites_rank_one(engine):
     r = engine.ask("What metaphor is used for Dongguan's national innovative city title?", k=1)
     assert len(r.hits) == 1
     assert r.abstained or r.answer.passage_rank == 1
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("In 2020, output rose.", {2020}),
+    ("the three-year action plan (2018-20)", {2018}),  # a short range names its first year only
+    ("from 2016 through 2018", {2016, 2017, 2018}),
+    ("between 2019 and 2021", {2019, 2020, 2021}),
+    ("2,018 robots, 2018.5 tonnes, $2019, 2020% and the 1990s", set()),
+    ("in 1999 and 2001, 1200 BC", {1999, 2000, 2001}),  # "and" reads as a range: fewer clashes, never more
+])
+def test_years(text, expected):
+    assert years(text) == expected
+
+
+@pytest.mark.parametrize("question, snippet, clash", [
+    ("How many firms did Foshan have in 2018?", "It had 5,718 firms in 2020.", True),
+    ("How many firms did Foshan have in 2018?", "It had 5,718 firms in 2018 and 2020.", False),
+    ("How many firms did Foshan have in 2018?", "It had 5,718 firms.", False),  # no year: no clash
+    ("How many firms did Foshan have?", "It had 5,718 firms in 2020.", False),  # none asked
+    ("What happened in 2017?", "The plan ran from 2016 to 2018.", False),
+    ("What happened in 2018 or 2019?", "In 2019, it opened.", False),
+])
+def test_year_clash(question, snippet, clash):
+    why = year_clash(question, snippet)
+    assert bool(why) is clash
+    if clash:
+        assert "2018" in why and "2020" in why
+
+
+def test_an_answer_about_another_year_is_ruled_out_and_says_why(engine):
+    """The issue's example: the 2020 figure is no answer to a question about 2018."""
+    r = engine.ask("How many high-tech enterprises did Foshan have in 2018?")
+    assert r.abstained and r.answer is None and r.confidence == 0.0
+    assert any("asks about 2018" in n and "2020" in n for n in r.notices)
+    assert r.hits, "the closest passages are still shown"
+    assert engine.to_json(r)["notices"] == list(r.notices)
+    answered = engine.ask("How many high-tech enterprises did Foshan have in 2020?")
+    assert not answered.abstained and "2020" in answered.answer.text and not answered.notices
 
 
 @pytest.mark.parametrize("question", [

@@ -155,6 +155,16 @@ def test_unanswerable_question_shows_the_not_found_state(page, server, artifacts
     page.screenshot(path=str(artifacts / "web_not_found.png"), full_page=True)
 
 
+def test_an_answer_about_another_year_is_not_shown_and_the_page_says_why(page, server, artifacts):
+    page.goto(server + "/")
+    ask(page, "How many high-tech enterprises did Foshan have in 2018?")
+    reply = page.locator("#chat .qa-msg").last
+    assert "qa-notfound" in reply.get_attribute("class")
+    note = reply.locator(".qa-notice").inner_text()
+    assert "asks about 2018" in note and "2020" in note
+    page.screenshot(path=str(artifacts / "web_year_ruled_out.png"), full_page=True)
+
+
 @pytest.fixture(scope="module")
 def embed_site(server, tmp_path_factory):
     """examples/embed.html pointed at the test server, served from another origin (port)."""
