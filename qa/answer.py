@@ -249,7 +249,7 @@ def year_clash(question: str, snippet: str) -> str:
     A figure for 2020 does not answer a question about 2018. On the tuning halves (questions
     that name a year: 23 seeds, 241 SQuAD 1.1 and 32 SQuAD 2.0 answered right) this never fired
     on a right answer; it fired on 6 of 49 wrong SQuAD answers and 22 of 77 SQuAD 2.0
-    unanswerable questions (README, "Abstention").
+    unanswerable questions (README, "Answer snippets").
 
     >>> year_clash("How many firms did Foshan have in 2018?", "It had 5,718 firms in 2020.")
     'the question asks about 2018, but the closest sentence speaks of 2020'

@@ -20,12 +20,12 @@ RETRIEVERS = ("dense", "bm25", "hybrid")
 
 # measured on tests/questions.jsonl (110 questions) with the packaged reader: p1 / p5
 # answer-bearing passage of the right article, snippet contains an expected answer (not
-# abstained), wrongly abstained, unanswerable abstained:
-# dense .900 1.0 .871 .014 .200, bm25 .871 .971 .829 .014 .275, hybrid .886 1.0 .843 .014 .250
+# abstained), wrongly abstained, unanswerable abstained (answers about another year ruled out):
+# dense .886 1.0 .843 .014 .400, bm25 .886 .971 .843 .014 .450, hybrid .886 1.0 .843 .014 .425
 SEEDS_FLOORS = {
-    "dense": {"p1": .85, "p5": .97, "snippet": .82, "wrong_abstain_max": .05, "unanswerable": .17},
-    "bm25": {"p1": .82, "p5": .94, "snippet": .78, "wrong_abstain_max": .05, "unanswerable": .22},
-    "hybrid": {"p1": .84, "p5": .97, "snippet": .80, "wrong_abstain_max": .04, "unanswerable": .22},
+    "dense": {"p1": .85, "p5": .97, "snippet": .80, "wrong_abstain_max": .05, "unanswerable": .35},
+    "bm25": {"p1": .82, "p5": .94, "snippet": .80, "wrong_abstain_max": .05, "unanswerable": .40},
+    "hybrid": {"p1": .84, "p5": .97, "snippet": .80, "wrong_abstain_max": .04, "unanswerable": .37},
 }
 # measured on the fixed sample of SQUAD_SAMPLE held-out questions with the packaged reader
 # (p1, p5, snippet, wrongly abstained): dense .810 .883 .737 .020, bm25 .863 .940 .800 .027,
@@ -69,14 +69,14 @@ def test_seeds_quality(engine, questions, retriever):
 @pytest.mark.slow
 def test_seeds_quality_of_the_feature_picker_alone(seeds_index, questions):
     """`--reader none` stays a working choice: measured .843 snippet, .014 wrongly abstained,
-    .225 unanswerable abstained (hybrid, 110 questions)."""
+    .375 unanswerable abstained (hybrid, 110 questions)."""
     from qa.engine import QA
     from qa.settings import Settings
 
     got = seeds_metrics(QA.open(Settings(index_dir=seeds_index, reader="none")), questions,
                         "hybrid")
     print({k: round(v, 3) for k, v in got.items()})
-    assert got["snippet"] >= .81 and got["wrong_abstain"] <= .05 and got["unanswerable"] >= .17, got
+    assert got["snippet"] >= .81 and got["wrong_abstain"] <= .05 and got["unanswerable"] >= .32, got
 
 
 # ---------------------------------------------------------------- SQuAD held-out sample
