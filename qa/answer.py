@@ -72,6 +72,7 @@ CONFIDENCE_FEATURES = ("best", "margin", "pcos", "wov", "window", "maxmiss", "nu
 _DIGITS = re.compile(r"\d+(?:[.,]\d+)*")
 _YEAR = re.compile(r"(?<![\d.,$])(1[5-9]\d\d|20\d\d)(?![\d%]|\.\d|s\b)")
 _YEAR_RANGE = re.compile(r"(1[5-9]\d\d|20\d\d)\s*(?:-|–|—|to|through|until|and)\s*(1[5-9]\d\d|20\d\d)\b")
+_YEAR_SHORT_RANGE = re.compile(r"\b(1[5-9]\d\d|20\d\d)[-–—](\d\d)\b(?![-–—]?\d)")  # "2018-20"
 
 
 @dataclass(frozen=True)
@@ -230,15 +231,17 @@ _HOW_MANY = re.compile(r"\b(?i:how many)\s+((?:[A-Za-z][\w-]*\s+){0,3}?[A-Za-z][
 
 
 def years(text: str) -> set[int]:
-    """The years a text names, with the years inside a range it names ("2016-2018").
+    """The years a text names, with the years inside a range it names ("2016-2018", "2018-20").
 
     >>> sorted(years("From 2016 to 2018, output grew 12% (2,018 units); the 1990s are gone."))
     [2016, 2017, 2018]
     """
     found = {int(y) for y in _YEAR.findall(text)}
-    for a, b in _YEAR_RANGE.findall(text):
-        if 0 < int(b) - int(a) <= 50:
-            found.update(range(int(a), int(b) + 1))
+    ranges = [(int(a), int(b)) for a, b in _YEAR_RANGE.findall(text)]
+    ranges += [(int(a), int(a) // 100 * 100 + int(b)) for a, b in _YEAR_SHORT_RANGE.findall(text)]
+    for a, b in ranges:
+        if 0 < b - a <= 50:
+            found.update(range(a, b + 1))
     return found
 
 
@@ -262,9 +265,8 @@ def year_clash(question: str, snippet: str) -> str:
     said = years(snippet)
     if not said or asked & said:
         return ""
-    def listed(ys: set[int]) -> str:
-        return ", ".join(map(str, sorted(ys)))
-    return f"the question asks about {listed(asked)}, but the closest sentence speaks of {listed(said)}"
+    asked_text, said_text = (", ".join(map(str, sorted(ys))) for ys in (asked, said))
+    return f"the question asks about {asked_text}, but the closest sentence speaks of {said_text}"
 
 
 def counted(question: str) -> list[str]:

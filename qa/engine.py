@@ -121,7 +121,8 @@ class QA:
                 notices.append(no_match(filters, self.index.articles))
             return Result(question, (), None, True, 0.0, resolved, tuple(notices))
         picked = self.picker.pick(resolved, qvec, hits)
-        abstained = picked.answer is None or picked.confidence < self.picker.threshold
+        abstained = (picked.answer is None or bool(picked.ruled_out)
+                     or picked.confidence < self.picker.threshold)
         if picked.ruled_out:
             notices.append(f"No answer: {picked.ruled_out}.")
         shown = picked.hits[:k]

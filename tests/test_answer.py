@@ -182,7 +182,8 @@ def test_k_one_still_cites_rank_one(engine):
 
 @pytest.mark.parametrize("text, expected", [
     ("In 2020, output rose.", {2020}),
-    ("the three-year action plan (2018-20)", {2018}),  # a short range names its first year only
+    ("the three-year action plan (2018-20)", {2018, 2019, 2020}),
+    ("the 2018-19 season, a 2018-2019-2020 run", {2018, 2019, 2020}),
     ("from 2016 through 2018", {2016, 2017, 2018}),
     ("between 2019 and 2021", {2019, 2020, 2021}),
     ("2,018 robots, 2018.5 tonnes, $2019, 2020% and the 1990s", set()),
