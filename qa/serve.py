@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -37,6 +38,12 @@ SHARD_TIMEOUT_S = 30.0
 ASK_TIMEOUT_S = 120.0
 # Serve's health check of shard replicas (its default is 10 s): a hung replica is replaced sooner.
 HEALTH_CHECK_PERIOD_S = 2.0
+# Ray passes a reply under `max_direct_call_object_size` (100 KB by default) inline and a larger
+# one through the object store, which cost 11-16 ms more per fan-out on the loopback cluster
+# (scripts/serve_payload.py). A shard's reply is about 264 KB on SQuAD (scripts/shard_payload.py),
+# so the shard replicas send replies up to this size inline (gRPC's own limit is 10 MB).
+# QA_SHARD_INLINE_BYTES=0 leaves Ray's default.
+SHARD_INLINE_BYTES = 4 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,11 @@ class ShardSearch:
 
     def ping(self) -> None:
         """Nothing: what a call to a shard costs in Serve itself (Ingress.ask_timed)."""
+
+    def inline_bytes(self) -> int:
+        """The largest reply this replica sends inline, not through the object store (0: Ray's
+        default); `deploy` sets it (SHARD_INLINE_BYTES)."""
+        return int(os.environ.get("RAY_max_direct_call_object_size", "0"))
 
     def catalog(self) -> list[Article]:
         """The shard's articles without their text (the web page lists sources and examples)."""
@@ -323,6 +335,21 @@ class Ingress:
         return dict(self.fanout.counts)
 
 
+def shard_inline_bytes() -> int:
+    """SHARD_INLINE_BYTES, or QA_SHARD_INLINE_BYTES when set (0: Ray's default).
+
+    Raises:
+        UserError: QA_SHARD_INLINE_BYTES is not a whole number of bytes.
+    """
+    raw = os.environ.get("QA_SHARD_INLINE_BYTES", "").strip()
+    if not raw:
+        return SHARD_INLINE_BYTES
+    if not raw.isdigit():
+        raise UserError(f"QA_SHARD_INLINE_BYTES must be a whole number of bytes (0: Ray's default "
+                        f"of 100 KB), got {raw!r}")
+    return int(raw)
+
+
 def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
            cpus_per_replica: float = 0.25, shard_timeout: float = SHARD_TIMEOUT_S) -> dict:
     """Run the app on the cluster (replacing a running one): a deployment per shard, the ingress.
@@ -341,11 +368,14 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
 
     index = RemoteIndex(Path(index_dir).resolve())
     serve.start(proxy_location="Disabled")
-    options = {"num_cpus": cpus_per_replica}
+    options: dict[str, Any] = {"num_cpus": cpus_per_replica}
+    inline = shard_inline_bytes()
+    shard_options = {**options, "runtime_env": {"env_vars": {
+        "RAY_max_direct_call_object_size": str(inline)}}} if inline else options
     shard_apps = []
     for entry in index.raw["shards"]:
         dep: Any = serve.deployment(ShardSearch, name=entry["path"], num_replicas=replicas,
-                                    ray_actor_options=options,
+                                    ray_actor_options=shard_options,
                                     health_check_period_s=HEALTH_CHECK_PERIOD_S)
         shard_apps.append(dep.bind(str(index.build_dir / entry["path"]), entry["first_pid"],
                                    index.model))

@@ -315,6 +315,11 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert ms["encode"] > 0 and ms["fanout"] > 0
         assert ms["encode"] + ms["fanout"] < ms["total"]
         assert ms["noop_fanout"] > 0
+        # Shard replies (about 264 KB on SQuAD) go inline, not through the object store.
+        from ray import serve as ray_serve
+
+        shard = ray_serve.get_deployment_handle("shard-000", app_name=serve.APP)
+        assert shard.inline_bytes.remote().result() == serve.SHARD_INLINE_BYTES
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
 
@@ -425,6 +430,26 @@ def test_the_ingress_clock_counts_this_threads_encoding_and_fanout():
     other.join()
     spent = clock.spent()
     assert 0.04 <= spent["encode"] < 1 and spent["fanout"] == 0.0  # not the other thread's
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 4 * 1024 * 1024), ("0", 0), (" 2000000 ", 2_000_000)])
+def test_shard_inline_bytes_from_the_environment(monkeypatch, raw, expected):
+    from qa.serve import shard_inline_bytes
+
+    if raw is None:
+        monkeypatch.delenv("QA_SHARD_INLINE_BYTES", raising=False)
+    else:
+        monkeypatch.setenv("QA_SHARD_INLINE_BYTES", raw)
+    assert shard_inline_bytes() == expected
+
+
+@pytest.mark.parametrize("raw", ["1MB", "-1", "1e6"])
+def test_a_bad_shard_inline_bytes_is_named(monkeypatch, raw):
+    from qa.serve import shard_inline_bytes
+
+    monkeypatch.setenv("QA_SHARD_INLINE_BYTES", raw)
+    with pytest.raises(UserError, match="QA_SHARD_INLINE_BYTES must be a whole number"):
+        shard_inline_bytes()
 
 
 def test_fanout_asks_again_a_shard_whose_replica_died():
