@@ -128,7 +128,8 @@ class QA:
         shown = picked.hits[:k]
         return Result(question, shown, None if abstained else picked.answer, abstained,
                       round(picked.confidence, 4), resolved, tuple(notices),
-                      tuple(picked.sentences.get(h.passage.pid) for h in shown))
+                      tuple(picked.sentences.get(h.passage.pid) for h in shown),
+                      withheld=picked.ruled_out)
 
     def to_json(self, result: Result) -> dict:
         """The stable JSON object of `qa ask --json` and the HTTP API."""
@@ -143,6 +144,8 @@ class QA:
             out["resolved_question"] = result.resolved_question
         if result.notices:
             out["notices"] = list(result.notices)
+        if result.withheld:
+            out["withheld"] = result.withheld
         out["kind"] = result.kind
         if result.reply:
             out["reply"] = result.reply

@@ -162,6 +162,8 @@ def test_an_answer_about_another_year_is_not_shown_and_the_page_says_why(page, s
     assert "qa-notfound" in reply.get_attribute("class")
     note = reply.locator(".qa-notice").inner_text()
     assert "asks about 2018" in note and "2020" in note
+    banner = page.locator("#status .qa-status-notfound").inner_text()
+    assert "asks about 2018" in banner, banner
     page.screenshot(path=str(artifacts / "web_year_ruled_out.png"), full_page=True)
 
 

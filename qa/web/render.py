@@ -129,13 +129,15 @@ def _clip(text: str, n: int) -> str:
 
 
 def status_html(out: dict | None) -> str:
-    """The banner above the sources: answered, or not in the articles."""
+    """The banner above the sources: answered, or not in the articles (and why, when an answer
+    was withheld)."""
     if out is None or out.get("reply"):
         return '<div class="qa-status">Ask a question about the articles.</div>'
     if out.get("answer"):
         return (f'<div class="qa-status qa-status-answer">Answered from the articles · '
                 f'confidence {out["confidence"]:.2f} · {len(out["passages"])} passages</div>')
-    return ('<div class="qa-status qa-status-notfound">Not in the articles · the closest '
+    why = f' · {html.escape(out["withheld"])}' if out.get("withheld") else ""
+    return (f'<div class="qa-status qa-status-notfound">Not in the articles{why} · the closest '
             f'{len(out["passages"])} passages are listed below as low relevance</div>')
 
 
