@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from qa.chunk import sentences
+from qa.evaluation.data import load_questions
 
 PASSAGES_READ = 8
 
@@ -23,7 +24,7 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def where(row: dict, gold: list[str], doc: str, paragraphs: dict[str, str]) -> tuple[str, str]:
+def where(row: dict, gold: tuple[str, ...], doc: str, paragraphs: dict[str, str]) -> tuple[str, str]:
     """(kind of outcome, the sentence holding the answer when it is beside the snippet)."""
     answer = row["answer"]
     if row["abstained"]:
@@ -49,16 +50,17 @@ def where(row: dict, gold: list[str], doc: str, paragraphs: dict[str, str]) -> t
 
 def main(run: Path, squad: Path) -> None:
     paragraphs = {d["_id"]: d["text"] for d in read_jsonl(squad / "corpus.jsonl")}
-    questions = {d["id"]: d for d in read_jsonl(squad / "questions.jsonl")}
+    questions = {q.id: q for q in load_questions(squad / "questions.jsonl")}
     rows = [r for r in read_jsonl(run) if r["retriever"] == "hybrid"]
     counts: Counter[str] = Counter()
     examples: dict[str, tuple[str, str, str]] = {}
     for row in rows:
         q = questions[row["id"]]
-        kind, beside = where(row, q["answers"], q["doc"], paragraphs)
+        assert q.doc is not None, "SQuAD 1.1 questions are all answerable"
+        kind, beside = where(row, q.answers, q.doc, paragraphs)
         counts[kind] += 1
         if beside and kind not in examples:
-            examples[kind] = (q["question"], row["answer"]["text"], beside)
+            examples[kind] = (q.question, row["answer"]["text"], beside)
     for kind, n in counts.most_common():
         print(f"{kind:55s} {n:5d}  {n / len(rows):.3f}")
     for kind, (question, snippet, beside) in examples.items():

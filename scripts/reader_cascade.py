@@ -10,9 +10,6 @@ Needs the indexes `bash scripts/reader_figures.sh` builds (default /tmp/qa-figur
 Usage: PYTHONPATH=$PWD python scripts/reader_cascade.py [FIGURES_DIR]
 """
 
-import json
-import random
-import re
 import sys
 from pathlib import Path
 
@@ -20,6 +17,8 @@ import numpy as np
 
 from qa.answer import Picker, Picked
 from qa.engine import QA
+from qa.evaluation.data import Question, load_questions, select
+from qa.evaluation.metrics import auc
 from qa.retrieve import Filters
 from qa.settings import Settings
 
@@ -27,15 +26,13 @@ TUNE = r"^([0-9]|1[0-9]|2[0-3])_"
 MARGINS = (float("inf"), 3.0, 2.0, 1.5, 1.0, 0.5)
 
 
-def load(path: Path, doc: str | None = None, n: int | None = None) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    rows = [r for r in rows if not r["id"].startswith("nm")
-            and (doc is None or re.search(doc, r.get("doc") or ""))]
-    return random.Random(0).sample(rows, n) if n and len(rows) > n else rows
+def tuning(path: Path, doc: str | None = None, n: int | None = None) -> list[Question]:
+    """The file's questions but the seeds' nm* ones (never fitted to, nor looked at here)."""
+    kept = [q for q in load_questions(path) if not q.id.startswith("nm")]
+    return select(kept, doc, n)
 
 
-def outcome(picked: Picked, threshold: float, gold: list[str]) -> dict:
+def outcome(picked: Picked, threshold: float, gold: tuple[str, ...]) -> dict:
     if picked.answer is None:
         return {"conf": 0.0, "abstained": True, "hit": False}
     abstained = bool(picked.ruled_out) or picked.confidence < threshold
@@ -43,33 +40,34 @@ def outcome(picked: Picked, threshold: float, gold: list[str]) -> dict:
             "hit": not abstained and any(g in picked.answer.text for g in gold)}
 
 
-def answer_both(index_dir: Path, questions: list[dict], given: bool) -> list[dict]:
+def answer_both(index_dir: Path, questions: list[Question], given: bool) -> list[dict]:
     qa = QA.open(Settings(index_dir=index_dir))
     plain = Picker(qa.index, qa.calibration, None)  # the feature picker alone
     rows = []
     for q in questions:
-        only = Filters(doc=q["given"]) if given and q.get("given") else None
-        qvec = qa.encoder.encode([q["question"]])[0]
-        hits = qa.retriever.search(q["question"], k=10, filters=only, qvec=qvec)
+        only = Filters(doc=q.given) if given and q.given else None
+        qvec = qa.encoder.encode([q.question])[0]
+        hits = qa.retriever.search(q.question, k=10, filters=only, qvec=qvec)
         if not hits:
             continue
-        scores = sorted((plain.sentence_score(c) for c in plain.candidates(q["question"], qvec, hits)),
+        scores = sorted((plain.sentence_score(c) for c in plain.candidates(q.question, qvec, hits)),
                         reverse=True)
-        gold = q.get("answers") or []
-        rows.append({"answerable": bool(gold),
+        rows.append({"answerable": q.answerable,
                      "margin": scores[0] - scores[1] if len(scores) > 1 else float("inf"),
-                     "reader": outcome(qa.picker.pick(q["question"], qvec, hits), qa.picker.threshold, gold),
-                     "features": outcome(plain.pick(q["question"], qvec, hits), plain.threshold, gold)})
+                     "reader": outcome(qa.picker.pick(q.question, qvec, hits), qa.picker.threshold,
+                                       q.answers),
+                     "features": outcome(plain.pick(q.question, qvec, hits), plain.threshold,
+                                         q.answers)})
     return rows
-
-
-def auc(pos: list[float], neg: list[float]) -> float:
-    p, n = np.array(pos)[:, None], np.array(neg)[None, :]
-    return float(((p > n) + 0.5 * (p == n)).mean()) if len(pos) and len(neg) else float("nan")
 
 
 def share(flags: list[bool]) -> str:
     return f"{np.mean(flags):.3f}" if flags else "–"
+
+
+def auc_text(yes: list[dict], no: list[dict]) -> str:
+    got = auc([o["conf"] for o in yes], [o["conf"] for o in no])
+    return "–" if got is None else f"{got:.3f}"
 
 
 def report(name: str, rows: list[dict]) -> None:
@@ -82,15 +80,15 @@ def report(name: str, rows: list[dict]) -> None:
         print(f"| {'never' if m == float('inf') else m} | {np.mean([r['margin'] >= m for r in rows]):.2f} "
               f"| {share([o['hit'] for o in yes])} | {share([o['abstained'] for o in yes])} "
               f"| {share([o['abstained'] for o in no])} "
-              f"| {auc([o['conf'] for o in yes], [o['conf'] for o in no]):.3f} |")
+              f"| {auc_text(yes, no)} |")
 
 
 def main(out: Path) -> None:
     squad, squad2 = Path("../shared/beir/squad-v1.1-dev"), out / "squad2-data"
-    sets = [("seeds", out / "seeds", load(Path("tests/questions.jsonl")), False),
-            ("SQuAD 1.1 tuning", out / "squad", load(squad / "questions.jsonl", TUNE, 1000), False),
+    sets = [("seeds", out / "seeds", tuning(Path("tests/questions.jsonl")), False),
+            ("SQuAD 1.1 tuning", out / "squad", tuning(squad / "questions.jsonl", TUNE, 1000), False),
             ("SQuAD 2.0 tuning, given the paragraph", out / "squad2",
-             load(squad2 / "questions-tune.jsonl", None, 600), True)]
+             tuning(squad2 / "questions-tune.jsonl", None, 600), True)]
     for name, index_dir, questions, given in sets:
         report(name, answer_both(index_dir, questions, given))
 
