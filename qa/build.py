@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Iterable
 from . import __version__
 from .chunk import chunk
 from .ingest import ingest
-from .settings import Settings, UserError
-from .store import (FORMAT_VERSION, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_FROM, HNSW_M,
-                    embed_text, fingerprint, lock, publish, writable, write_build)
+from .settings import INDEX_TYPES, Settings, UserError
+from .store import (FORMAT_VERSION, embed_text, fingerprint, index_fields, lock, publish, writable,
+                    write_build)
 from .types import Article, Passage
 
 if TYPE_CHECKING:
@@ -39,12 +39,14 @@ class BuildSummary:
 
 
 def build(sources: Iterable[Path | str], settings: Settings, *, encoder: Encoder | None = None,
-          progress: bool = True, shards: int | None = None) -> BuildSummary:
+          progress: bool = True, shards: int | None = None,
+          index_type: str = "auto") -> BuildSummary:
     """Ingest, chunk, embed and index the sources into settings.index_dir, atomically.
 
     Args:
         shards: split the index into this many shards (qa.shards), built in this process;
             None for one index. `qa build --ray` builds shards on a Ray cluster (qa.cluster).
+        index_type: a key of qa.store.INDEX_TYPES, for the index or each shard.
 
     Raises:
         UserError: no articles, an unwritable index folder, or another build holding the lock.
@@ -64,19 +66,18 @@ def build(sources: Iterable[Path | str], settings: Settings, *, encoder: Encoder
         vectors = encoder.encode(texts, batch_size=settings.batch_size, progress=progress)
         manifest = build_record(settings, encoder, folders)
         if shards is None:
-            index_type = manifest["index_type"] = "HNSW" if len(passages) >= HNSW_FROM else "Flat"
+            manifest |= index_fields(len(passages), index_type)
             manifest |= {"documents": len(report.articles), "passages": len(passages)}
-            if index_type != "HNSW":
-                manifest["hnsw"] = None
             target = write_build(root, report.articles, passages, texts, vectors, manifest)
+            kind = manifest["index_type"]
         else:
             from .shards import write_sharded_in_process
 
-            index_type = f"{shards} shards"
+            kind = f"{shards} shards" + (f", {INDEX_TYPES[index_type]}" if index_type != "auto" else "")
             target = publish(root, lambda tmp: write_sharded_in_process(
-                tmp, manifest, report.articles, passages, texts, vectors, shards))
+                tmp, manifest, report.articles, passages, texts, vectors, shards, index_type))
     return BuildSummary(len(report.articles), len(passages), report.skipped, report.duplicates,
-                        time.perf_counter() - started, target, index_type)
+                        time.perf_counter() - started, target, kind)
 
 
 def build_record(settings: Settings, encoder: Encoder, folders: list[Path]) -> dict:
@@ -91,7 +92,8 @@ def build_record(settings: Settings, encoder: Encoder, folders: list[Path]) -> d
         "metric": "inner_product",
         "normalized": True,
         "index_type": "Flat",
-        "hnsw": {"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH},
+        "hnsw": None,
+        "ivf": None,
         "chunking": settings.chunking() | {"max_seq_length": encoder.max_seq_length},
         "sources": [str(s.resolve()) for s in folders],
         "source_fingerprint": fingerprint(folders),

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import RETRIEVERS, SEEDS, UserError, default_settings
+from .settings import INDEX_TYPES, RETRIEVERS, SEEDS, UserError, default_settings
 
 EXIT_USAGE = 2
 
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                                               "normal index folder (see README, Ray)")
     b.add_argument("--ray", metavar="ADDRESS", help="build the shards on the Ray cluster at "
                                                     "ADDRESS (host:port or auto); needs .[ray]")
+    b.add_argument("--index-type", choices=list(INDEX_TYPES), default="auto",
+                   help="the vector index, or each shard's: auto (exact Flat below 200,000 "
+                        "passages, HNSW above), flat, hnsw, or ivf (IVF-Flat, approximate, the "
+                        "one for shards of millions; README, Past one machine)")
     b.set_defaults(run=cmd_build)
 
     a = sub.add_parser("ask", help="answer a question with cited passages")
@@ -127,9 +131,10 @@ def cmd_build(args) -> int:
         from .cluster import build_on_ray
 
         summary = build_on_ray(sources, settings, address=args.ray, shards=args.shards,
-                               progress=not args.quiet)
+                               progress=not args.quiet, index_type=args.index_type)
     else:
-        summary = build(sources, settings, progress=not args.quiet, shards=args.shards)
+        summary = build(sources, settings, progress=not args.quiet, shards=args.shards,
+                        index_type=args.index_type)
     print(f"built {settings.index_dir}: {summary.documents} documents, {summary.passages} passages "
           f"({summary.index_type}), {len(summary.skipped)} skipped, "
           f"{len(summary.duplicates)} duplicates, {summary.seconds:.1f} s")

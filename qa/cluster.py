@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .settings import Settings, UserError
+from .settings import INDEX_TYPES, Settings, UserError
 
 INSTALL_HINT = "pip install -e .[ray]  (or pip install 'qa[ray]')"
 
@@ -227,7 +227,7 @@ def whole_free_cpus() -> tuple[int, list[float]]:
 
 
 def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str, shards: int,
-                 workers: int | None = None, progress: bool = True):
+                 workers: int | None = None, progress: bool = True, index_type: str = "auto"):
     """A sharded build on the Ray cluster at address (see the module docstring).
 
     Args:
@@ -236,6 +236,7 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
         address: the cluster (host:port of its head, or "auto").
         shards: how many shards.
         workers: actors in the chunk-and-embed pool; default one per whole CPU free on a node now.
+        index_type: each shard's, a key of qa.store.INDEX_TYPES.
 
     Returns:
         qa.build.BuildSummary.
@@ -301,7 +302,8 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
         shard_of = [0] * len(rows)
         for number, (a, b) in enumerate(plan):
             shard_of[a:b] = [number] * (b - a)
-        manifests = [shard_manifest(base, n, shards, first_pid[a], b - a, sum(counts[a:b]))
+        manifests = [shard_manifest(base, n, shards, first_pid[a], b - a, sum(counts[a:b]),
+                                    index_type)
                      for n, (a, b) in enumerate(plan)]
         entries = (embedded
                    .map_batches(_place, fn_kwargs={"first_pid": first_pid, "shard_of": shard_of})
@@ -323,4 +325,5 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     return BuildSummary(len(report.articles), summary["passages"], report.skipped,
                         report.duplicates, time.perf_counter() - started, target,
                         f"{shards} shards on Ray, {workers} embedding "
-                        f"{'actor' if workers == 1 else 'actors'}")
+                        f"{'actor' if workers == 1 else 'actors'}"
+                        + (f", {INDEX_TYPES[index_type]}" if index_type != "auto" else ""))

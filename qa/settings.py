@@ -8,6 +8,9 @@ from pathlib import Path
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 RETRIEVERS = ("dense", "bm25", "hybrid")
+# `qa build --index-type` -> the manifest's index_type; auto is Flat below qa.store.HNSW_FROM
+# passages and HNSW above.
+INDEX_TYPES = {"auto": None, "flat": "Flat", "hnsw": "HNSW", "ivf": "IVF"}
 MAX_QUESTION_CHARS = 10_000
 ROOT = Path(__file__).resolve().parent.parent
 # The bundled articles, indexed when no sources are given; package data (the checkout's seeds/

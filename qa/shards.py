@@ -27,8 +27,8 @@ import numpy as np
 from .bm25corpus import add_stats, corpus_stats_part
 from .retrieve import MIN_CANDIDATES, Filters, Retriever, fuse, merge
 from .settings import UserError, check_k, check_retriever
-from .store import (FORMAT_VERSION, HNSW_FROM, Index, IndexLoadError, Manifest, _digest,
-                    _read_manifest, is_stale, load, write_build)
+from .store import (FORMAT_VERSION, Index, IndexLoadError, Manifest, _digest, _read_manifest,
+                    index_fields, is_stale, load, write_build)
 from .types import Article, Hit, Passage
 
 CORPUS_FILE = "bm25_corpus.json"
@@ -66,13 +66,13 @@ def plan_shards(passage_counts: list[int], shards: int) -> list[tuple[int, int]]
 
 
 def shard_manifest(base: dict, number: int, of: int, first_pid: int, articles: int,
-                   passages: int) -> dict:
-    """One shard's manifest: the collection's build record with this shard's counts and place."""
-    index_type = "HNSW" if passages >= HNSW_FROM else "Flat"
-    return base | {"documents": articles, "passages": passages, "index_type": index_type,
-                   "hnsw": base.get("hnsw") if index_type == "HNSW" else None,
-                   "shard": {"number": number, "of": of, "first_pid": first_pid,
-                             "bm25": "collection-wide statistics (" + CORPUS_FILE + ")"}}
+                   passages: int, index_type: str = "auto") -> dict:
+    """One shard's manifest: the collection's build record with this shard's counts, place and
+    index type (`index_type`: a key of qa.store.INDEX_TYPES, chosen for the shard's size)."""
+    return base | index_fields(passages, index_type) | {
+        "documents": articles, "passages": passages,
+        "shard": {"number": number, "of": of, "first_pid": first_pid,
+                  "bm25": "collection-wide statistics (" + CORPUS_FILE + ")"}}
 
 
 def write_shard(folder: Path, manifest: dict, articles: list[Article], passages: list[Passage],
@@ -107,6 +107,7 @@ def write_collection(folder: Path, base: dict, entries: list[dict], corpus: dict
         "passages": sum(e["passages"] for e in entries),
         "index_type": "sharded",
         "hnsw": None,
+        "ivf": None,
         "shards": entries,
         "bm25": {"num_docs": corpus["num_docs"], "avg_doc_len": corpus["avg_doc_len"],
                  "file": CORPUS_FILE, "words": len(corpus["df"])},
@@ -123,7 +124,7 @@ def write_collection(folder: Path, base: dict, entries: list[dict], corpus: dict
 
 def write_sharded_in_process(tmp: Path, base: dict, articles: list[Article],
                              passages: list[Passage], texts: list[str], vectors: np.ndarray,
-                             shards: int) -> None:
+                             shards: int, index_type: str = "auto") -> None:
     """Every shard and the collection files into an empty build folder, in this process (the
     reference the Ray build in qa.cluster is checked against)."""
     corpus = add_stats([corpus_stats_part(texts)])
@@ -134,7 +135,7 @@ def write_sharded_in_process(tmp: Path, base: dict, articles: list[Article],
     entries, first = [], 0
     for number, (a, b) in enumerate(plan_shards(counts, shards)):
         n = sum(counts[a:b])
-        manifest = shard_manifest(base, number, shards, first, b - a, n)
+        manifest = shard_manifest(base, number, shards, first, b - a, n, index_type)
         entries.append(write_shard(tmp / shard_name(number), manifest, articles[a:b],
                                    passages[first:first + n], texts[first:first + n],
                                    vectors[first:first + n], corpus))

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .ingest import source_files
-from .settings import UserError
+from .settings import INDEX_TYPES, UserError
 from .text import bm25s as _bm25s
 from .text import tokenize
 from .types import Article, Passage
@@ -42,6 +42,35 @@ FILES = ("articles.jsonl", "passages.jsonl", "index.faiss", "bm25")
 # Exact search up to this many passages, HNSW above: see `qa bench` and the README.
 HNSW_FROM = 200_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 128
+# Lists an IVF index probes per question (README, "Past one machine": its recall on real vectors).
+IVF_NPROBE = 16
+
+
+def ivf_lists(passages: int) -> int:
+    """About 4 sqrt(n) lists, at most one per 39 vectors (what FAISS's k-means wants to train a
+    list), at least one.
+
+    >>> ivf_lists(4_033), ivf_lists(1_000_000), ivf_lists(30)
+    (103, 4000, 1)
+    """
+    return max(1, min(round(4 * passages ** 0.5), passages // 39))
+
+
+def index_fields(passages: int, wanted: str = "auto") -> dict:
+    """The manifest's index_type, hnsw and ivf fields for an index of `passages` vectors.
+
+    Args:
+        wanted: a key of INDEX_TYPES; "auto" is Flat below HNSW_FROM passages and HNSW above.
+            An IVF index of no vectors cannot be trained, so it is Flat.
+    """
+    kind = INDEX_TYPES[wanted] or ("HNSW" if passages >= HNSW_FROM else "Flat")
+    if kind == "IVF" and passages == 0:
+        kind = "Flat"
+    nlist = ivf_lists(passages)
+    return {"index_type": kind,
+            "hnsw": ({"M": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION,
+                      "ef_search": HNSW_EF_SEARCH} if kind == "HNSW" else None),
+            "ivf": {"nlist": nlist, "nprobe": min(IVF_NPROBE, nlist)} if kind == "IVF" else None}
 
 
 class IndexLoadError(UserError):
@@ -63,6 +92,7 @@ class Manifest:
     normalized: bool = True
     index_type: str = "Flat"
     hnsw: dict | None = None
+    ivf: dict | None = None
     chunking: dict = field(default_factory=dict)
     sources: tuple[str, ...] = ()
     source_fingerprint: str = ""
@@ -101,6 +131,10 @@ class Manifest:
             raise ValueError("'chunking' lacks a true/false 'title_context'")
         if out.get("index_type") == "HNSW" and not isinstance((out.get("hnsw") or {}).get("ef_search"), int):
             raise ValueError("an HNSW index needs 'hnsw': {'ef_search': int}")
+        ivf = out.get("ivf") or {}
+        if out.get("index_type") == "IVF" and not all(isinstance(ivf.get(key), int)
+                                                       for key in ("nlist", "nprobe")):
+            raise ValueError("an IVF index needs 'ivf': {'nlist': int, 'nprobe': int}")
         out.setdefault("chunking", {"title_context": True})
         out["chunking"].setdefault("title_context", True)
         return cls(**out)
@@ -109,7 +143,7 @@ class Manifest:
 _MANIFEST_TYPES: dict[str, type | tuple[type, ...]] = {
     "format_version": int, "model": str, "dimension": int, "passages": int, "files": dict,
     "documents": int, "metric": str, "normalized": bool, "index_type": str,
-    "hnsw": (dict, type(None)), "chunking": dict, "sources": list, "source_fingerprint": str,
+    "hnsw": (dict, type(None)), "ivf": (dict, type(None)), "chunking": dict, "sources": list, "source_fingerprint": str,
     "package_version": str, "built_at": str, "answer": dict, "reader": (dict, type(None))}
 
 
@@ -174,13 +208,32 @@ def write_build_files(folder: Path, articles: list[Article], passages: list[Pass
     """The files of one build (see `write_build`) into an empty folder."""
     _write_jsonl(folder / "articles.jsonl", (_article_row(a) for a in articles))
     _write_jsonl(folder / "passages.jsonl", (_passage_row(p) for p in passages))
-    faiss_index = make_faiss_index(vectors, manifest["index_type"])
+    faiss_index = make_faiss_index(vectors, manifest["index_type"], manifest.get("ivf"))
     import faiss
 
     faiss.write_index(faiss_index, str(folder / "index.faiss"))
     make_bm25(texts, bm25_corpus).save(str(folder / "bm25"))
     manifest["files"] = {f: _digest(folder / f) for f in FILES}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def reindexed(index: Index, root: Path, index_type: str) -> Path:
+    """A copy of a loaded index (one index, not a shard) into the index folder `root`, with
+    another vector index (a key of INDEX_TYPES) over the same vectors: how an index changes type
+    without encoding its passages again.
+
+    Returns:
+        The new build's folder.
+    """
+    _, raw = _read_manifest(index.path, "")
+    if "shard" in raw or raw.get("kind") == "sharded":
+        raise UserError(f"{index.path} is a shard or sharded; build it again with --index-type")
+    manifest = {k: v for k, v in raw.items() if k != "files"}
+    manifest |= index_fields(len(index.passages), index_type)
+    texts = [index.embed_text(p) for p in index.passages]
+    with lock(writable(Path(root))):
+        return write_build(Path(root), list(index.articles.values()), index.passages, texts,
+                           index.vectors, manifest)
 
 
 def make_bm25(texts: list[str], corpus: dict | None = None):
@@ -228,13 +281,19 @@ def publish(root: Path, fill) -> Path:
     return final
 
 
-def make_faiss_index(vectors: np.ndarray, index_type: str):
-    """Inner product over unit vectors: exact (Flat) or approximate (HNSW)."""
+def make_faiss_index(vectors: np.ndarray, index_type: str, ivf: dict | None = None):
+    """Inner product over unit vectors: exact (Flat) or approximate (HNSW, or IVF with `ivf`'s
+    nlist and nprobe, its lists trained on the vectors themselves)."""
     import faiss
 
     dim = vectors.shape[1]
     index: faiss.Index
-    if index_type == "HNSW":
+    if index_type == "IVF":
+        assert ivf is not None and len(vectors), "an IVF index needs its nlist and vectors"
+        index = faiss.index_factory(dim, f"IVF{ivf['nlist']},Flat", faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        faiss.extract_index_ivf(index).nprobe = ivf["nprobe"]
+    elif index_type == "HNSW":
         hnsw = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         hnsw.hnsw.efSearch = HNSW_EF_SEARCH
@@ -321,6 +380,10 @@ def _load_once(index_dir: Path, model: str | None) -> Index:
         if manifest.index_type == "HNSW" and manifest.hnsw:
             # read_index returns the concrete IndexHNSWFlat; faiss's stubs say Index
             faiss_index.hnsw.efSearch = manifest.hnsw["ef_search"]  # type: ignore[attr-defined]
+        if manifest.index_type == "IVF" and manifest.ivf:
+            ivf = faiss.extract_index_ivf(faiss_index)
+            ivf.nprobe = manifest.ivf["nprobe"]
+            ivf.make_direct_map()  # for reconstruct_n below
         vectors = faiss_index.reconstruct_n(0, faiss_index.ntotal) if faiss_index.ntotal else \
             np.zeros((0, manifest.dimension), dtype=np.float32)
     with _reading(build_dir / "bm25", rebuild):

@@ -249,19 +249,24 @@ def test_ray_flag_needs_shards(capsys):
 def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, questions):
     """Built on a 2-node loopback cluster with 2 and with 4 shards: passages identical to the
     single-machine build, and for every seeds question the same top-10 passages in order,
-    scores within 1e-5, the same snippet and abstention."""
+    scores within 1e-5, the same snippet and abstention. The 4 shards are IVF shards
+    (`--index-type ivf`); with about 10 passages each they have one list, so they search
+    exactly too."""
     import os
 
     env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    for n in (2, 4):
+    for n, kind in ((2, "auto"), (4, "ivf")):
         index_dir = tmp_path / f"ray-{n}"
         out = subprocess.run([sys.executable, "-m", "qa.cli", "build", str(SEEDS), "--index",
-                              str(index_dir), "--ray", ray_cluster, "--shards", str(n), "--quiet"],
+                              str(index_dir), "--ray", ray_cluster, "--shards", str(n), "--quiet",
+                              "--index-type", kind],
                              capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
-        assert f"({n} shards on Ray, 2 embedding actors)" in out.stdout  # both CPUs were free
+        said = "" if kind == "auto" else ", IVF"
+        assert f"({n} shards on Ray, 2 embedding actors{said})" in out.stdout  # both CPUs free
         index = load_sharded(index_dir)
         assert len(index.shards) == n
+        assert {s.manifest.index_type for s in index.shards} == {"IVF" if said else "Flat"}
         assert passage_rows(index) == passage_rows(engine.index)
         other = QA.open(Settings(index_dir=index_dir), encoder=encoder)
         assert same_answers(engine, other, questions) == []

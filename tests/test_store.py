@@ -338,6 +338,8 @@ def test_a_missing_dependency_while_loading_is_not_called_corruption(tiny, monke
     ({"normalized": 1}, "'normalized' is int, not bool"),
     ({"chunking": {"title_context": "yes"}}, "title_context"),
     ({"files": {"index.faiss": 7}}, "'files' must map"),
+    ({"index_type": "IVF", "ivf": None}, "an IVF index needs 'ivf'"),
+    ({"index_type": "IVF", "ivf": {"nlist": 4}}, "an IVF index needs 'ivf'"),
 ])
 def test_a_manifest_field_of_the_wrong_type_is_named(tiny, changes, named):
     _edit_manifest(tiny[1], **changes)
@@ -352,3 +354,82 @@ def test_the_manifest_is_a_frozen_record(tiny):
     assert isinstance(m, Manifest) and m.title_context is True and m.sources
     with pytest.raises(dataclasses.FrozenInstanceError):
         m.model = "other"
+
+
+# ------------------------------------------------------------------ IVF
+
+def _many_articles(folder: Path, n: int) -> Path:
+    """n one-passage articles of distinct words, so the fake encoder spreads them out."""
+    folder.mkdir()
+    words = [f"w{i}" for i in range(400)]
+    rng = np.random.default_rng(3)
+    for i in range(n):
+        body = " ".join(rng.choice(words, 12))
+        year = 2020 + i % 2
+        (folder / f"a{i:03d}.txt").write_text(f"Item {i}\n{year}-01-01\n\nIt said {body}.\n")
+    return folder
+
+
+@pytest.mark.parametrize("passages, nlist", [(0, 1), (30, 1), (4_033, 103), (1_000_000, 4_000)])
+def test_ivf_lists_grow_with_the_root_of_the_size(passages, nlist):
+    from qa.store import index_fields, ivf_lists
+
+    assert ivf_lists(passages) == nlist
+    fields = index_fields(passages, "ivf")
+    if passages == 0:  # nothing to train lists on
+        assert fields["index_type"] == "Flat" and fields["ivf"] is None
+    else:
+        assert fields == {"index_type": "IVF", "hnsw": None,
+                          "ivf": {"nlist": nlist, "nprobe": min(16, nlist)}}
+    assert index_fields(passages)["index_type"] == ("HNSW" if passages >= 200_000 else "Flat")
+
+
+def test_an_ivf_build_round_trips_and_finds_each_passage(tmp_path, fake_encoder):
+    src = _many_articles(tmp_path / "src", 400)
+    build([src], Settings(index_dir=tmp_path / "flat"), encoder=fake_encoder, progress=False)
+    build([src], Settings(index_dir=tmp_path / "ivf"), encoder=fake_encoder, progress=False,
+          index_type="ivf")
+    flat, ivf = load(tmp_path / "flat"), load(tmp_path / "ivf")
+    assert (flat.manifest.index_type, flat.manifest.ivf) == ("Flat", None)
+    assert ivf.manifest.index_type == "IVF" and ivf.manifest.ivf == {"nlist": 10, "nprobe": 10}
+    assert np.array_equal(ivf.vectors, flat.vectors)  # read back through the IVF's direct map
+    from qa.retrieve import Retriever
+
+    found = Retriever(ivf, fake_encoder).dense
+    assert all(found(v, 1)[0][0] == pid for pid, v in enumerate(ivf.vectors))
+
+
+def test_a_narrow_filter_on_an_ivf_index_is_searched_exactly(tmp_path, fake_encoder):
+    """An IVF index probing one of its lists finds few of one article's passages; a filter that
+    lets few passages through is scored over those passages, exactly."""
+    import faiss
+
+    from qa.retrieve import Filters, Retriever
+    from qa.store import reindexed
+
+    src = _many_articles(tmp_path / "src", 400)
+    build([src], Settings(index_dir=tmp_path / "flat"), encoder=fake_encoder, progress=False)
+    ivf = load(reindexed(load(tmp_path / "flat"), tmp_path / "ivf", "ivf").parent.parent)
+    faiss.extract_index_ivf(ivf.faiss_index).nprobe = 1
+    retriever = Retriever(ivf, fake_encoder)
+    q = fake_encoder.encode(["It said w1 w2 w3"])[0]
+    unfiltered = retriever.dense(q, 400)
+    assert len(unfiltered) < 400  # one list of ten holds about a tenth of the passages
+    allowed = retriever.allowed(Filters(since="2021-01-01"))
+    assert allowed is not None and len(allowed) == 200
+    exact = sorted(((float(ivf.vectors[i] @ q), -int(i)) for i in allowed), reverse=True)[:50]
+    got = retriever.dense(q, 50, allowed)
+    assert [pid for pid, _ in got] == [-i for _, i in exact]
+    assert np.allclose([s for _, s in got], [s for s, _ in exact], atol=1e-6)
+
+
+def test_shards_can_be_ivf_and_reindexing_one_is_refused(tiny, tmp_path, fake_encoder):
+    from qa.store import reindexed
+
+    src, _ = tiny
+    build([src], Settings(index_dir=tmp_path / "sh"), encoder=fake_encoder, progress=False, shards=2,
+          index_type="ivf")
+    shard = load(next((tmp_path / "sh" / "builds").iterdir()) / "shard-000")
+    assert shard.manifest.index_type == "IVF" and shard.manifest.ivf == {"nlist": 1, "nprobe": 1}
+    with pytest.raises(UserError, match="build it again with --index-type"):
+        reindexed(shard, tmp_path / "copy", "ivf")

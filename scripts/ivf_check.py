@@ -1,0 +1,94 @@
+"""An IVF index against the exact (Flat) one it was made from, on real vectors and questions:
+dense recall@10, the same top-10 passages and the same answers through the whole engine (hybrid,
+the reader), answers holding a gold answer, and the dense search's time.
+
+The IVF copy is `qa.store.reindexed` of the Flat index (the same vectors and passages, nothing
+encoded again), probed with each --nprobe in turn.
+
+Usage: PYTHONPATH=$PWD python scripts/ivf_check.py FLAT_INDEX QUESTIONS.jsonl [--n 500]
+           [--nprobe 4,16,64]
+  e.g. FLAT_INDEX from `qa build ../shared/beir/squad-v1.1-dev/corpus.jsonl --index /tmp/squad`
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+
+from qa.embed import load_encoder
+from qa.engine import QA
+from qa.evaluation.data import load_questions, select
+from qa.settings import default_settings
+from qa.store import load, reindexed
+
+K = 10
+
+
+def answer_of(result) -> tuple:
+    a = result.answer
+    return (result.abstained, a.doc_id if a else None, a.char_start if a else None)
+
+
+def gold_hit(question, result) -> bool:
+    return bool(result.answer and not result.abstained
+                and any(g in result.answer.text for g in question.answers))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("index")
+    p.add_argument("questions")
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--nprobe", default="4,16,64")
+    args = p.parse_args()
+    questions = select(load_questions(Path(args.questions)), sample=args.n, seed=0)
+    flat = load(args.index)
+    encoder = load_encoder(flat.model)
+    settings = default_settings(index_dir=Path(args.index))
+    exact = QA(flat, encoder, settings)
+    vecs = encoder.encode([q.question for q in questions])
+    with tempfile.TemporaryDirectory() as tmp:
+        ivf_index = load(reindexed(flat, Path(tmp), "ivf").parent.parent)
+        approx = QA(ivf_index, encoder, settings)
+        ivf = faiss.extract_index_ivf(ivf_index.faiss_index)
+        base = {q.id: exact.ask(q.question) for q in questions}
+        base_dense = [exact.retriever.dense(v, K) for v in vecs]
+        flat_ms = timed(exact, vecs)
+        print(f"{len(flat.passages):,} passages, {len(questions)} questions, IVF nlist "
+              f"{ivf.nlist}; Flat: dense search p50 {flat_ms:.3f} ms, gold answer in the snippet "
+              f"{mean(gold_hit(q, base[q.id]) for q in questions):.3f}")
+        print("| nprobe | dense recall@10 | same top-10 (hybrid) | same answer | gold answer in "
+              "the snippet | dense search p50 ms |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for nprobe in (int(x) for x in args.nprobe.split(",")):
+            ivf.nprobe = min(nprobe, ivf.nlist)
+            dense = [approx.retriever.dense(v, K) for v in vecs]
+            recall = mean(len({i for i, _ in a} & {i for i, _ in b}) / max(1, len(b))
+                          for a, b in zip(dense, base_dense))
+            got = {q.id: approx.ask(q.question) for q in questions}
+            same_top = mean([h.passage.pid for h in got[q.id].hits[:K]]
+                            == [h.passage.pid for h in base[q.id].hits[:K]] for q in questions)
+            same_answer = mean(answer_of(got[q.id]) == answer_of(base[q.id]) for q in questions)
+            hit = mean(gold_hit(q, got[q.id]) for q in questions)
+            print(f"| {ivf.nprobe} | {recall:.3f} | {same_top:.3f} | {same_answer:.3f} | "
+                  f"{hit:.3f} | {timed(approx, vecs):.3f} |")
+
+
+def mean(values) -> float:
+    return statistics.fmean(float(v) for v in values)
+
+
+def timed(qa, vecs) -> float:
+    seconds = []
+    for v in vecs:
+        started = time.perf_counter()
+        qa.retriever.dense(v, K)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) * 1000
+
+
+if __name__ == "__main__":
+    main()
