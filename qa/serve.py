@@ -10,7 +10,8 @@ only when a command is given --ray.
 Faults: a shard call whose replica dies is asked again (Serve routes it to the replica that
 replaces it) until the shard's deadline; a shard that does not answer by then fails the question
 with qa.settings.Unavailable naming it (`shard-001 did not answer ...`). No answer is ever built
-from a subset of the shards. `RemoteQA` is the engine the web app answers with under --ray.
+from a subset of the shards. A client's call whose ingress replica dies is made again in the same
+way (`result`). `RemoteQA` is the engine the web app answers with under --ray.
 """
 
 from __future__ import annotations
@@ -408,8 +409,11 @@ def app_handle(address: str):
                         f"with `qa serve --ray {address} --index DIR`") from None
 
 
-def result(address: str, response, timeout: float = ASK_TIMEOUT_S):
-    """A handle call's result, its failures said in one line.
+def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
+    """The result of `call()`, a handle call to the app, its failures said in one line. A call
+    whose ingress replica dies (kill -9, a lost node) is made again, which Serve routes to
+    another replica or the one replacing it, until `timeout` seconds from the start; the app's
+    calls only read, so making one twice is safe.
 
     Raises:
         UserError: what the ingress raised for the request (a bad question, a filter), as it was.
@@ -419,28 +423,37 @@ def result(address: str, response, timeout: float = ASK_TIMEOUT_S):
     from ray.serve.exceptions import RayServeException
 
     redeploy = f"redeploy with `qa serve --ray {address} --index DIR`"
-    try:
-        return response.result(timeout_s=timeout)
-    except TimeoutError:
-        response.cancel()
-        raise Unavailable(f"the qa app on the Ray cluster at {address} did not answer within "
-                          f"{timeout:g} s; retry later, and if it persists {redeploy}") from None
-    except RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, UserError):
-            raise cause from None
-        raise
-    except (RayActorError, RayServeException) as e:
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-        raise Unavailable(f"the qa app on the Ray cluster at {address} failed to answer "
-                          f"({type(e).__name__}{': ' + first if first else ''}); retry in a few "
-                          f"seconds, and if it persists {redeploy}") from None
+    deadline = time.monotonic() + timeout
+    response = call()
+    while True:
+        try:
+            return response.result(timeout_s=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            response.cancel()
+            raise Unavailable(f"the qa app on the Ray cluster at {address} did not answer within "
+                              f"{timeout:g} s; retry later, and if it persists {redeploy}") from None
+        except RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, UserError):
+                raise cause from None
+            raise
+        except (RayActorError, RayServeException) as e:
+            if isinstance(e, RayActorError) and time.monotonic() < deadline:
+                log.warning("the ingress replica died during a call (%s); asking again",
+                            type(e).__name__)
+                time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile
+                response = call()
+                continue
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            raise Unavailable(f"the qa app on the Ray cluster at {address} failed to answer "
+                              f"({type(e).__name__}{': ' + first if first else ''}); retry in a "
+                              f"few seconds, and if it persists {redeploy}") from None
 
 
 def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:
     """One question through the running app; the object `qa ask --json` prints."""
     handle = app_handle(address)
-    return result(address, handle.ask.remote(question, k, retriever, filters, history))
+    return result(address, lambda: handle.ask.remote(question, k, retriever, filters, history))
 
 
 # ---------------------------------------------------------------- the web app's engine
@@ -537,7 +550,7 @@ class RemoteQA:
         self.index = RemoteCatalog(Manifest.from_json(info["manifest"]), articles)
 
     def _article(self, doc_id: str) -> Article | None:
-        return result(self.address, self.handle.article.remote(doc_id))
+        return result(self.address, lambda: self.handle.article.remote(doc_id))
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
             filters=None, history: list[str] | None = None) -> RemoteResult:
@@ -547,8 +560,8 @@ class RemoteQA:
             UserError: as QA.ask.
             Unavailable: a shard or the app is down; the message names it.
         """
-        got = result(self.address, self.handle.ask_page.remote(question, k, retriever, filters,
-                                                                history))
+        got = result(self.address, lambda: self.handle.ask_page.remote(question, k, retriever,
+                                                                        filters, history))
         self.index.articles.remember(got["articles"])
         return RemoteResult(got["json"], tuple(got["sentences"]))
 
@@ -563,4 +576,4 @@ def open_app(address: str) -> RemoteQA:
         UserError: no cluster at address, or no `qa` app on it.
     """
     handle = app_handle(address)
-    return RemoteQA(address, handle, result(address, handle.info.remote()))
+    return RemoteQA(address, handle, result(address, lambda: handle.info.remote()))

@@ -494,7 +494,8 @@ def test_fanout_names_the_shard_that_stays_down(down, said):
 def test_client_errors_are_one_line():
     """What the ingress raises for a request comes back as it was; a lost ingress is Unavailable."""
     ray_or_fail()
-    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.exceptions import RayTaskError
+    from ray.serve.exceptions import RayServeException
 
     from qa.serve import result
     from qa.settings import Unavailable, UsageError
@@ -502,18 +503,39 @@ def test_client_errors_are_one_line():
     cause = Unavailable("shard-001 did not answer within 30 s; ...")
     wrapped = RayTaskError("ask", "Traceback ...", cause).as_instanceof_cause()
     with pytest.raises(Unavailable, match="^shard-001 did not answer") as e:
-        result("127.0.0.1:1", _Response(wrapped))
+        result("127.0.0.1:1", lambda: _Response(wrapped))
     assert e.value.exit_code == 3
     usage = RayTaskError("ask", "Traceback ...", UsageError("the question is empty")).as_instanceof_cause()
     with pytest.raises(UsageError, match="^the question is empty$"):
-        result("127.0.0.1:1", _Response(usage))
+        result("127.0.0.1:1", lambda: _Response(usage))
     with pytest.raises(Unavailable, match="qa app on the Ray cluster at 127.0.0.1:1 failed to "
-                                          "answer \\(ActorDiedError"):
-        result("127.0.0.1:1", _Response(ActorDiedError()))
+                                          "answer \\(RayServeException: gone"):
+        result("127.0.0.1:1", lambda: _Response(RayServeException("gone")))
     late = _Response(TimeoutError())
     with pytest.raises(Unavailable, match="did not answer within 5 s"):
-        result("127.0.0.1:1", late, timeout=5)
+        result("127.0.0.1:1", lambda: late, timeout=5)
     assert late.cancelled
+
+
+def test_a_call_whose_ingress_replica_died_is_made_again_until_the_deadline():
+    ray_or_fail()
+    from ray.exceptions import ActorDiedError
+
+    from qa.serve import result
+    from qa.settings import Unavailable
+
+    made = []
+
+    def call(outcomes):
+        made.append(1)
+        return _Response(outcomes[min(len(made), len(outcomes)) - 1])
+
+    assert result("127.0.0.1:1", lambda: call([ActorDiedError(), ActorDiedError(), "ok"])) == "ok"
+    assert len(made) == 3
+    made.clear()
+    with pytest.raises(Unavailable, match="failed to answer \\(ActorDiedError"):
+        result("127.0.0.1:1", lambda: call([ActorDiedError()]), timeout=0.5)
+    assert len(made) > 1  # made again until the deadline, then said in one line
 
 
 def test_web_app_with_no_cluster_says_so_in_one_line():
@@ -760,14 +782,50 @@ def _ask_concurrently(url: str, asked: list[list[dict]], started) -> list[dict]:
     return replies
 
 
+def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: int = 0) -> dict:
+    """kill -9 of `deployment`'s replica once 8 clients asking 3 questions each through the web
+    app have a first reply, then wait for Serve's new replica and for every reply. Returns
+    {"replies", "killed" (monotonic time), "old", "new" (pids), "replaced" (seconds)}; this
+    process must have joined the cluster."""
+    import threading
+    import time
+
+    old = _replica_pid(deployment)
+    assert old is not None
+    started = threading.Event()
+    asked = [[questions[(3 * c + i + offset) % len(questions)] for i in range(3)] for c in range(8)]
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(
+        replies=_ask_concurrently(url, asked, started)))
+    runner.start()
+    assert started.wait(300), "no reply within 300 s"
+    killed = _kill(old)
+    while (new := _replica_pid(deployment)) in (None, old):
+        assert time.monotonic() - killed < 180, f"{deployment} was not replaced within 180 s"
+        time.sleep(0.2)
+    replaced = time.monotonic() - killed
+    runner.join(timeout=900)
+    assert len(box["replies"]) == 24
+    return {"replies": box["replies"], "killed": killed, "old": old, "new": new,
+            "replaced": replaced}
+
+
+def _wrong_replies(engine, replies: list[dict], said: str) -> list[str]:
+    """Replies that are neither the single-machine answer nor a 503 whose error holds `said`."""
+    wrong = []
+    for r in replies:
+        if r["status"] == 200:
+            wrong += same_json(engine, {r["q"]["id"]: r["body"]}, [r["q"]])
+        elif r["status"] != 503 or said not in r["body"].get("error", ""):
+            wrong.append(f"{r['q']['id']}: {r['status']} {r['body']}")
+    return wrong
+
+
 @pytest.mark.slow
 def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions):
     """kill -9 of shard-001's replica while 8 clients ask 3 questions each through the web app:
     every reply is the single-machine answer or a 503 naming the shard, Serve starts a new
     replica, and then every shard answers again."""
-    import threading
-    import time
-
     import httpx
     import ray
 
@@ -778,30 +836,9 @@ def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions
     try:
         connect(address)
         before = app_handle(address).stats.remote().result(timeout_s=60)
-        old = _replica_pid("shard-001")
-        assert old is not None
-        started = threading.Event()
-        asked = [[questions[(3 * c + i) % len(questions)] for i in range(3)] for c in range(8)]
-        box: dict = {}
-        runner = threading.Thread(target=lambda: box.update(
-            replies=_ask_concurrently(url, asked, started)))
-        runner.start()
-        assert started.wait(300), "no reply within 300 s"
-        killed = _kill(old)
-        while (new := _replica_pid("shard-001")) in (None, old):
-            assert time.monotonic() - killed < 180, "shard-001 was not replaced within 180 s"
-            time.sleep(0.2)
-        replaced = time.monotonic() - killed
-        runner.join(timeout=900)
-        replies = box["replies"]
-        assert len(replies) == 24
-        wrong = []
-        for r in replies:
-            if r["status"] == 200:
-                wrong += same_json(engine, {r["q"]["id"]: r["body"]}, [r["q"]])
-            elif r["status"] != 503 or "shard-001" not in r["body"].get("error", ""):
-                wrong.append(f"{r['q']['id']}: {r['status']} {r['body']}")
-        assert wrong == []
+        got = _kill_while_asked(url, "shard-001", questions)
+        replies, killed = got["replies"], got["killed"]
+        assert _wrong_replies(engine, replies, "shard-001") == []
         # After the restart every shard answers again, through the web app.
         back = {}
         for q in questions[:3]:
@@ -811,12 +848,40 @@ def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions
         assert same_json(engine, back, questions[:3]) == []
         after = app_handle(address).stats.remote().result(timeout_s=60)
         in_flight = [r for r in replies if r["start"] < killed < r["end"]]
-        print(f"\nkill -9 of shard-001 (pid {old}): a new replica (pid {new}) was alive after "
-              f"{replaced:.1f} s; of 24 questions, {len(in_flight)} in flight at the kill, "
+        print(f"\nkill -9 of shard-001 (pid {got['old']}): a new replica (pid {got['new']}) was "
+              f"alive after {got['replaced']:.1f} s; of 24 questions, {len(in_flight)} in flight at the kill, "
               f"{sum(r['status'] == 200 for r in replies)} answered "
               f"({after['retried'] - before['retried']} after asking a shard again, "
               f"{after['replicas_lost'] - before['replicas_lost']} shard calls lost with their "
               f"replica), {sum(r['status'] == 503 for r in replies)} got 503; slowest reply "
+              f"{max(r['end'] - r['start'] for r in replies):.1f} s")
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_killed_ingress_replica_is_replaced_and_its_questions_asked_again(served, engine,
+                                                                             questions):
+    """kill -9 of the ingress's one replica while 8 clients ask 3 questions each through the web
+    app: Serve starts a new one (it loads the model and the reader), the questions the dead one
+    held are asked again (qa.serve.result), and every reply is the single-machine answer, or a
+    503 that says the app failed to answer."""
+    import ray
+
+    from qa.cluster import connect
+
+    address, _, url = served
+    try:
+        connect(address)
+        got = _kill_while_asked(url, "ingress", questions, offset=5)
+        replies = got["replies"]
+        assert _wrong_replies(engine, replies, "failed to answer") == []
+        in_flight = [r for r in replies if r["start"] < got["killed"] < r["end"]]
+        assert in_flight, "no question was in flight at the kill; the test saw nothing"
+        print(f"\nkill -9 of the ingress (pid {got['old']}): a new replica (pid {got['new']}) was "
+              f"alive after {got['replaced']:.1f} s; of 24 questions, {len(in_flight)} in flight at the kill, "
+              f"{sum(r['status'] == 200 for r in replies)} answered, "
+              f"{sum(r['status'] == 503 for r in replies)} got 503; slowest reply "
               f"{max(r['end'] - r['start'] for r in replies):.1f} s")
     finally:
         ray.shutdown()
