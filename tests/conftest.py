@@ -176,6 +176,25 @@ def _stop_cluster(temp_dir: str, port: int) -> None:
     psutil.wait_procs(alive, timeout=5)
 
 
+def _ray_start(*args: str) -> None:
+    """`ray start` with the test cluster's node settings: one CPU, loopback, a small store."""
+    # The GCS health-checks each raylet every 3 s by default and marks it dead after 5 misses; at
+    # 1 s a killed node is dead within about 5 s, while a busy live one still has 10 s to answer.
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
+                        "RAY_health_check_period_ms": "1000"}
+    out = subprocess.run([str(Path(sys.executable).with_name("ray")), "start", *args,
+                          "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+                          "--object-store-memory", str(300 * 2 ** 20), "--disable-usage-stats"],
+                         capture_output=True, text=True, env=env, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def start_second_node(address: str) -> None:
+    """The test cluster's second node, with its own resource `node2` (again after a test killed
+    it)."""
+    _ray_start("--address", address, "--resources", '{"node2": 1}')
+
+
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory):
     """A 2-node Ray cluster on loopback: a head and a second node with its own resource
@@ -184,24 +203,14 @@ def ray_cluster(tmp_path_factory):
     import tempfile
 
     ray_or_fail()
-    ray = str(Path(sys.executable).with_name("ray"))
     # QA_TEST_RAY_PORT: a fixed head port, where ports are shared out between users of the machine.
     port = int(os.environ.get("QA_TEST_RAY_PORT") or _free_port())
     # Short: Ray's unix sockets live under it and their paths are limited to 107 bytes.
     temp_dir = tempfile.mkdtemp(prefix="qa-ray-", dir="/tmp")
-    # The GCS health-checks each raylet every 3 s by default and marks it dead after 5 misses; at
-    # 1 s a killed node is dead within about 5 s, while a busy live one still has 10 s to answer.
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-                        "RAY_health_check_period_ms": "1000"}
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1",
-              "--object-store-memory", str(300 * 2 ** 20), "--disable-usage-stats"]
     try:
-        for args in (["--head", "--port", str(port), "--include-dashboard=false",
-                      "--temp-dir", temp_dir],
-                     ["--address", f"127.0.0.1:{port}", "--resources", '{"node2": 1}']):
-            out = subprocess.run([ray, "start", *args, *common], capture_output=True, text=True,
-                                 env=env, timeout=180)
-            assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        _ray_start("--head", "--port", str(port), "--include-dashboard=false",
+                   "--temp-dir", temp_dir)
+        start_second_node(f"127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
     finally:
         _stop_cluster(temp_dir, port)

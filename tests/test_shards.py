@@ -782,16 +782,11 @@ def _ask_concurrently(url: str, asked: list[list[dict]], started) -> list[dict]:
     return replies
 
 
-def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: int = 0) -> dict:
-    """kill -9 of `deployment`'s replica once 8 clients asking 3 questions each through the web
-    app have a first reply, then wait for Serve's new replica and for every reply. Returns
-    {"replies", "killed" (monotonic time), "old", "new" (pids), "replaced" (seconds)}; this
-    process must have joined the cluster."""
+def _while_asked(url: str, questions: list[dict], fault, offset: int = 0) -> list[dict]:
+    """`fault()` once 8 clients asking 3 questions each through the web app have a first reply;
+    then every reply (see _ask_concurrently)."""
     import threading
-    import time
 
-    old = _replica_pid(deployment)
-    assert old is not None
     started = threading.Event()
     asked = [[questions[(3 * c + i + offset) % len(questions)] for i in range(3)] for c in range(8)]
     box: dict = {}
@@ -799,24 +794,40 @@ def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: 
         replies=_ask_concurrently(url, asked, started)))
     runner.start()
     assert started.wait(300), "no reply within 300 s"
-    killed = _kill(old)
-    while (new := _replica_pid(deployment)) in (None, old):
-        assert time.monotonic() - killed < 180, f"{deployment} was not replaced within 180 s"
-        time.sleep(0.2)
-    replaced = time.monotonic() - killed
+    fault()
     runner.join(timeout=900)
     assert len(box["replies"]) == 24
-    return {"replies": box["replies"], "killed": killed, "old": old, "new": new,
-            "replaced": replaced}
+    return box["replies"]
 
 
-def _wrong_replies(engine, replies: list[dict], said: str) -> list[str]:
-    """Replies that are neither the single-machine answer nor a 503 whose error holds `said`."""
+def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: int = 0) -> dict:
+    """kill -9 of `deployment`'s replica while 8 clients ask (_while_asked), and its replacement.
+    Returns {"replies", "killed" (monotonic time), "old", "new" (pids), "replaced" (seconds)};
+    this process must have joined the cluster."""
+    import time
+
+    got: dict = {"old": _replica_pid(deployment)}
+    assert got["old"] is not None
+
+    def fault() -> None:
+        got["killed"] = _kill(got["old"])
+        while (new := _replica_pid(deployment)) in (None, got["old"]):
+            assert time.monotonic() - got["killed"] < 180, f"{deployment} was not replaced in 180 s"
+            time.sleep(0.2)
+        got["new"], got["replaced"] = new, time.monotonic() - got["killed"]
+
+    got["replies"] = _while_asked(url, questions, fault, offset)
+    return got
+
+
+def _wrong_replies(engine, replies: list[dict], *said: str) -> list[str]:
+    """Replies that are neither the single-machine answer nor a 503 whose error holds one of
+    `said`."""
     wrong = []
     for r in replies:
         if r["status"] == 200:
             wrong += same_json(engine, {r["q"]["id"]: r["body"]}, [r["q"]])
-        elif r["status"] != 503 or said not in r["body"].get("error", ""):
+        elif r["status"] != 503 or not any(x in r["body"].get("error", "") for x in said):
             wrong.append(f"{r['q']['id']}: {r['status']} {r['body']}")
     return wrong
 
@@ -939,6 +950,83 @@ def test_a_shard_that_stays_down_is_named(served, engine, questions):
           f"{time.monotonic() - restored:.1f} s after its folder was back")
 
 
+def _replica_nodes() -> dict[str, str]:
+    """Each live replica of the qa app (its deployment's name) -> the id of its node."""
+    from ray._private.state import state
+
+    prefix = "ServeReplica:qa:"
+    return {a["ActorClassName"][len(prefix):]: a["Address"]["NodeID"]
+            for a in state.actor_table(None).values()
+            if a.get("State") == "ALIVE" and (a.get("ActorClassName") or "").startswith(prefix)}
+
+
+def _kill_node(node: dict) -> None:
+    """kill -9 of a node's raylet and everything it started (its workers, the replicas there)."""
+    import psutil
+
+    raylet = next(p for p in psutil.process_iter(["cmdline"])
+                  if f"--raylet_socket_name={node['RayletSocketName']}" in (p.info["cmdline"] or []))
+    for p in [raylet, *raylet.children(recursive=True)]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@pytest.mark.slow
+def test_a_node_lost_while_serving_gives_no_answer_from_part_of_the_shards(served, engine,
+                                                                           questions):
+    """kill -9 of the second node (its raylet and workers, the replicas on it with them) while 8
+    clients ask through the web app: every reply is the single-machine answer or a 503, Serve
+    starts the lost replicas on the head node, and then every question is answered again. The
+    node is started again for the tests after this one."""
+    import time
+
+    import httpx
+    import ray
+
+    from conftest import start_second_node
+    from qa.cluster import connect
+
+    address, _, url = served
+    try:
+        connect(address)
+        node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node2"))
+        placed = _replica_nodes()
+        lost = sorted(d for d, n in placed.items() if n == node["NodeID"])
+        assert lost, f"no replica on the second node ({placed}); the test would see nothing"
+        got: dict = {}
+
+        def fault() -> None:
+            _kill_node(node)
+            got["killed"] = time.monotonic()
+            while True:  # every deployment has a live replica again, none on the lost node
+                now = _replica_nodes()
+                if set(now) == set(placed) and node["NodeID"] not in now.values():
+                    break
+                assert time.monotonic() - got["killed"] < 240, f"not replaced in 240 s: {now}"
+                time.sleep(0.5)
+            got["replaced"] = time.monotonic() - got["killed"]
+
+        replies = _while_asked(url, questions, fault, offset=11)
+        assert _wrong_replies(engine, replies, *lost, "failed to answer") == []
+        back = {}
+        for q in questions[:3]:
+            r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+            assert r.status_code == 200, r.text
+            back[q["id"]] = r.json()
+        assert same_json(engine, back, questions[:3]) == []
+        print(f"\nthe second node lost while serving ({', '.join(lost)} on it): new replicas on "
+              f"the head {got['replaced']:.1f} s after the kill; of 24 questions, "
+              f"{sum(r['start'] < got['killed'] < r['end'] for r in replies)} in flight at the "
+              f"kill, {sum(r['status'] == 200 for r in replies)} answered, "
+              f"{sum(r['status'] == 503 for r in replies)} got 503; slowest reply "
+              f"{max(r['end'] - r['start'] for r in replies):.1f} s")
+    finally:
+        ray.shutdown()
+        start_second_node(address)
+
+
 @pytest.mark.slow
 def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, sharded, engine,
                                                                   encoder, questions, tmp_path):
@@ -949,7 +1037,6 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
     import shutil
     import time
 
-    import psutil
     import ray
     from ray._private.state import state
 
@@ -976,8 +1063,6 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
         # ended before the cluster had marked the node dead).
         _wait_for_both_cpus()
         node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("node2"))
-        raylet = next(p for p in psutil.process_iter(["cmdline"])
-                      if f"--raylet_socket_name={node['RayletSocketName']}" in (p.info["cmdline"] or []))
         with log.open("w") as err:
             build = subprocess.Popen([sys.executable, "-m", "qa.cli", "build", str(source),
                                       "--index", str(root), "--ray", ray_cluster, "--shards", "2",
@@ -991,11 +1076,7 @@ def test_a_node_lost_during_a_ray_build_leaves_the_previous_index(ray_cluster, s
                 assert build.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, "no build actor on the second node in 300 s"
                 time.sleep(0.5)
-            for p in [raylet, *raylet.children(recursive=True)]:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
+            _kill_node(node)
             killed = time.monotonic()
             code = build.wait(timeout=600)
             failed_after = time.monotonic() - killed
