@@ -820,6 +820,19 @@ def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: 
     return got
 
 
+def _answers_again(url: str, engine, questions: list[dict]) -> list[str]:
+    """Ask through the web app one after another: each must be a 200 with the single-machine
+    answer; what differs, as same_json says it."""
+    import httpx
+
+    back = {}
+    for q in questions:
+        r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+        assert r.status_code == 200, r.text
+        back[q["id"]] = r.json()
+    return same_json(engine, back, questions)
+
+
 def _wrong_replies(engine, replies: list[dict], *said: str) -> list[str]:
     """Replies that are neither the single-machine answer nor a 503 whose error holds one of
     `said`."""
@@ -837,7 +850,6 @@ def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions
     """kill -9 of shard-001's replica while 8 clients ask 3 questions each through the web app:
     every reply is the single-machine answer or a 503 naming the shard, Serve starts a new
     replica, and then every shard answers again."""
-    import httpx
     import ray
 
     from qa.cluster import connect
@@ -851,12 +863,7 @@ def test_a_killed_shard_replica_is_replaced_under_load(served, engine, questions
         replies, killed = got["replies"], got["killed"]
         assert _wrong_replies(engine, replies, "shard-001") == []
         # After the restart every shard answers again, through the web app.
-        back = {}
-        for q in questions[:3]:
-            r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
-            assert r.status_code == 200, r.text
-            back[q["id"]] = r.json()
-        assert same_json(engine, back, questions[:3]) == []
+        assert _answers_again(url, engine, questions[:3]) == []
         after = app_handle(address).stats.remote().result(timeout_s=60)
         in_flight = [r for r in replies if r["start"] < killed < r["end"]]
         print(f"\nkill -9 of shard-001 (pid {got['old']}): a new replica (pid {got['new']}) was "
@@ -982,7 +989,6 @@ def test_a_node_lost_while_serving_gives_no_answer_from_part_of_the_shards(serve
     node is started again for the tests after this one."""
     import time
 
-    import httpx
     import ray
 
     from conftest import start_second_node
@@ -1010,12 +1016,7 @@ def test_a_node_lost_while_serving_gives_no_answer_from_part_of_the_shards(serve
 
         replies = _while_asked(url, questions, fault, offset=11)
         assert _wrong_replies(engine, replies, *lost, "failed to answer") == []
-        back = {}
-        for q in questions[:3]:
-            r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
-            assert r.status_code == 200, r.text
-            back[q["id"]] = r.json()
-        assert same_json(engine, back, questions[:3]) == []
+        assert _answers_again(url, engine, questions[:3]) == []
         print(f"\nthe second node lost while serving ({', '.join(lost)} on it): new replicas on "
               f"the head {got['replaced']:.1f} s after the kill; of 24 questions, "
               f"{sum(r['start'] < got['killed'] < r['end'] for r in replies)} in flight at the "
