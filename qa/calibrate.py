@@ -164,13 +164,15 @@ def choose_threshold(conf: np.ndarray, answerable: np.ndarray, max_wrong: float)
 
 
 def fit_confidence(rows: list[tuple[dict[str, float], bool]], set_of: list[int],
-                   names: tuple[str, ...], max_wrong: float,
+                   names: tuple[str, ...], max_wrong: float | Sequence[float],
                    log: Callable[[str], object] = print) -> tuple[dict, float]:
     """The abstention model over `names` and its threshold.
 
     Every (set, class) weighs the same in total, so a small set of hand-written questions counts
     as much as thousands of SQuAD ones, and the few unanswerable ones as much as the rest. The
-    threshold keeps wrong abstentions within max_wrong in every set, not only on average.
+    threshold keeps wrong abstentions within max_wrong in every set, not only on average;
+    max_wrong is one share for every set, or one per set (in set order; a set past the end, such
+    as an off-topic one, has no answerable questions to keep).
     """
     X = np.array([[r[f] for f in names] for r, _ in rows])
     y = np.array([int(a) for _, a in rows])
@@ -182,7 +184,9 @@ def fit_confidence(rows: list[tuple[dict[str, float], bool]], set_of: list[int],
         w[mask] = len(y) / (len(cells) * mask.sum())
     model = fit_logistic(X, y, names, w)
     conf = 1 / (1 + np.exp(-(model["bias"] + X @ np.array([model["weights"][f] for f in names]))))
-    threshold = min(choose_threshold(conf[sets == s], y[sets == s] == 1, max_wrong)
+    caps = list(max_wrong) if isinstance(max_wrong, Sequence) else [max_wrong]
+    threshold = min(choose_threshold(conf[sets == s], y[sets == s] == 1,
+                                     caps[s] if len(caps) > 1 else caps[0])
                     for s in sorted(set(sets.tolist())) if y[sets == s].any())
     for s in sorted(set(sets.tolist())):
         ans, abstain = y[sets == s] == 1, conf[sets == s] < threshold
@@ -207,7 +211,7 @@ class _Memo:
 
 
 def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
-                     max_wrong: float = 0.02, log=print):
+                     max_wrong: float | Sequence[float] = 0.02, log=print):
     """Fit how the reader's logits join the feature score, and the reader's abstention model.
 
     Args:
@@ -265,15 +269,16 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
                              threshold=round(threshold, 5))
 
 
-def calibrate(sets, retriever: str = "hybrid", max_wrong: float = 0.02, log=print,
-              qvecs=None) -> dict:
+def calibrate(sets, retriever: str = "hybrid", max_wrong: float | Sequence[float] = 0.02,
+              log=print, qvecs=None) -> dict:
     """Fit both models on the engines' own retrieval and return the calibration dict.
 
     Args:
         sets: (engine, questions) pairs; a question asked of an index that does not answer it
             (unanswerable, or about another corpus) has answerable=False.
         retriever: the retriever whose hits train the models.
-        max_wrong: the share of answerable training questions allowed to abstain.
+        max_wrong: the share of answerable training questions allowed to abstain, for every set
+            or one per set.
         qvecs: optional question vectors, one array per set (saves encoding them again).
     """
     base = packaged_calibration()
@@ -314,7 +319,9 @@ def add_arguments(p) -> None:
                         "the optional regex keeps those whose doc matches. Repeatable")
     p.add_argument("--limit", type=int, default=2000, help="answerable questions sampled per set")
     p.add_argument("--retriever", default="hybrid", choices=("dense", "bm25", "hybrid"))
-    p.add_argument("--max-wrong-abstain", type=float, default=0.02)
+    p.add_argument("--max-wrong-abstain", type=float, nargs="+", default=[0.02], metavar="SHARE",
+                   help="the share of each set's answerable questions allowed to abstain: one "
+                        "for every --on set, or one per --on set in their order (default 0.02)")
     p.add_argument("--reader", type=Path, metavar="DIR",
                    help="fit the reader in DIR (e.g. qa/reader) instead of the feature models; "
                         "writes DIR/calibration.json")
@@ -341,6 +348,12 @@ def run(args) -> int:
 
     if args.limit < 4:
         raise UserError(f"--limit must be at least 4, got {args.limit}")
+    if len(args.max_wrong_abstain) not in (1, len(args.on)):
+        raise UserError(f"--max-wrong-abstain takes one share, or one per --on set "
+                        f"({len(args.on)}), got {len(args.max_wrong_abstain)}", exit_code=2)
+    if not all(0 <= share < 1 for share in args.max_wrong_abstain):
+        raise UserError(f"--max-wrong-abstain shares are from 0 to below 1, got "
+                        f"{' '.join(map(str, args.max_wrong_abstain))}", exit_code=2)
     sets = []
     for values in args.on:
         if len(values) not in (2, 3):

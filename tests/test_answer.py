@@ -9,7 +9,7 @@ import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
                        entity_span, question_type, year_clash, years)
-from qa.calibrate import choose_threshold, fit_listwise, fit_logistic
+from qa.calibrate import choose_threshold, fit_confidence, fit_listwise, fit_logistic
 from qa.settings import UserError
 from qa.store import load
 
@@ -129,6 +129,26 @@ def test_choose_threshold_keeps_wrong_abstentions_within_the_limit():
     t = choose_threshold(conf, answerable, 0.1)  # one of ten may fall below
     assert (conf[answerable] < t).sum() == 1
     assert .1 < t <= .2
+
+
+def test_a_share_per_set_caps_each_set_by_its_own_share():
+    # Two sets of 20 answerable questions (x from -0.9 up) and 5 unanswerable ones (x below -1).
+    low = {0: [-0.9, -0.8, -0.7], 1: [-0.95, -0.5, -0.4]}
+    rows, set_of = [], []
+    for s in (0, 1):
+        for x in [-3, -2.5, -2, -1.5, -1.2] + low[s] + list(np.linspace(0, 3, 17)):
+            rows.append(({"x": float(x)}, x > -1))
+            set_of.append(s)
+
+    def below(shares) -> list[int]:
+        model, threshold = fit_confidence(rows, set_of, ("x",), shares, log=lambda m: None)
+        conf = {x: 1 / (1 + np.exp(-(model["bias"] + model["weights"]["x"] * x)))
+                for x in low[0] + low[1]}
+        return [sum(conf[x] < threshold for x in low[s]) for s in (0, 1)]
+
+    assert below(0.05) == [1, 1]  # one of 20 may abstain in each: the first set binds
+    assert below([0.10, 0.05]) == [2, 1]  # two of the first set's 20, one of the second's
+    assert below([0.05, 0.10]) == [1, 1]  # the first binds again
 
 
 # ---------------------------------------------------------------- real model, real index
@@ -278,6 +298,21 @@ def test_qa_calibrate_fits_both_models_on_the_seeds(seeds_index, tmp_path):
     # The overlap with the question must count for a sentence, as on SQuAD.
     assert cal["sentence"]["weights"]["wov"] + cal["sentence"]["weights"]["pref"] > 0
     Calibration.from_dict(cal)
+
+
+@pytest.mark.parametrize("shares,message", [
+    (["0.03", "0.05"], "one share, or one per --on set (1), got 2"),
+    (["1.5"], "shares are from 0 to below 1, got 1.5"),
+])
+def test_qa_calibrate_refuses_a_bad_max_wrong_abstain(seeds_index, tmp_path, capsys, shares,
+                                                     message):
+    from conftest import QUESTIONS
+    from qa.cli import main
+
+    assert main(["calibrate", "--on", str(seeds_index), str(QUESTIONS), "--max-wrong-abstain",
+                 *shares, "--out", str(tmp_path / "c.json")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_qa_calibrate_names_a_malformed_question_file(seeds_index, tmp_path, capsys):
