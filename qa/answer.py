@@ -245,6 +245,21 @@ def years(text: str) -> set[int]:
     return found
 
 
+def no_shared_word(features: dict[str, float]) -> str:
+    """Why an answer is no answer when not one word of the question is in the article it comes
+    from ("cover" 0: markup, keyboard mashing, words the articles never use), else "".
+    Nearness of meaning alone then picked it: on 655 right answers to SQuAD 1.1 tuning
+    questions this never happened.
+
+    >>> no_shared_word({"cover": 0.0})
+    'no word of the question is in the article of the closest sentence'
+    >>> no_shared_word({"cover": 0.4})
+    ''
+    """
+    return "no word of the question is in the article of the closest sentence" \
+        if features["cover"] <= 0 else ""
+
+
 def year_clash(question: str, snippet: str) -> str:
     """Why the snippet cannot answer the question, when the question asks about a year and the
     snippet speaks of other years only ("" when it can).
@@ -578,7 +593,7 @@ class Picker:
             confidence = 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
         a, b = self.run(best, scored)
         text = self.index.articles[best.doc_id].text[a:b]
-        ruled_out = year_clash(question, text)
+        ruled_out = year_clash(question, text) or no_shared_word(features)
         if ruled_out:
             confidence = 0.0
         # A count: the number the question's words point at, anywhere in the snippet; else the

@@ -94,7 +94,7 @@ def main(figures: Path, timed: bool) -> None:
         qa = QA.open(default_settings(index_dir=figures / name))
         print(f"{name} ({len(questions)} answerable questions)")
         if timed:
-            latency(qa, questions, [6, 4])
+            latency(qa, questions, [6, 4, 3, 2])
         else:
             snippets(qa, questions, [6, 5, 4, 3, 2])
 
