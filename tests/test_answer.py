@@ -241,6 +241,15 @@ def test_an_answer_about_another_year_is_ruled_out_and_says_why(engine):
     assert "withheld" not in engine.to_json(answered)
 
 
+def test_an_answer_that_shares_no_word_with_its_article_is_ruled_out_and_says_why(engine):
+    # Markup and words the articles never use: only nearness of meaning would pick a sentence.
+    r = engine.ask("<script>alert('x')</script>")
+    assert r.abstained and r.answer is None and r.confidence == 0.0
+    assert any("no word of the question" in n for n in r.notices)
+    assert "no word of the question" in engine.to_json(r)["withheld"]
+    assert r.hits, "the closest passages are still shown"
+
+
 @pytest.mark.parametrize("question", [
     "Which country won the 2022 FIFA World Cup?",
     "What is the boiling point of water at sea level in degrees Fahrenheit?",
