@@ -89,7 +89,8 @@ class Result:
     # qa.intent's kind of message; chit-chat and other languages get `reply` and no retrieval.
     kind: str = "question"
     reply: str = ""
-    # Why the picker's answer was withheld whatever its confidence (qa.answer.year_clash), or "".
+    # Why the picker's answer was withheld whatever its confidence (qa.answer's rules: year_clash,
+    # no_year_named, no_shared_word), or "".
     withheld: str = ""
 
 

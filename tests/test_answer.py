@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qa.answer import (CONFIDENCE_FEATURES, PACKAGED_CALIBRATION, SENTENCE_FEATURES, Calibration,
-                       entity_span, question_type, year_clash, years)
+                       entity_span, no_year_named, question_type, year_clash, years)
 from qa.calibrate import choose_threshold, fit_confidence, fit_listwise, fit_logistic
 from qa.settings import UserError
 from qa.store import load
@@ -239,6 +239,34 @@ def test_an_answer_about_another_year_is_ruled_out_and_says_why(engine):
     answered = engine.ask("How many high-tech enterprises did Foshan have in 2020?")
     assert not answered.abstained and "2020" in answered.answer.text and not answered.notices
     assert "withheld" not in engine.to_json(answered)
+
+
+@pytest.mark.parametrize("question, snippet, kind", [
+    ("In what year was the zone founded?", "The zone was founded shortly after the war.", "year"),
+    ("On what date was it launched?", "It was launched shortly after.", "date"),
+    ("Which year saw the most patents?", "Patents rose by 1,323 and then by 87.5 percent.", "year"),
+    ("In what year was the zone founded?", "It was founded in 1992.", None),
+    ("To which year is the casket dated?", "The casket is dated c1180.", None),
+    ("On what date was it launched?", "It was launched on May 17.", None),
+    ("In what year did it open?", "It opened in the 1990s.", None),
+    ("In which century was it built?", "It was built in the 12th century.", None),
+    ("What year did it open?", "It may open soon.", "year"),  # "may" is no month
+    ("How many firms were there?", "There were many.", None),  # asks for no year
+])
+def test_no_year_named(question, snippet, kind):
+    why = no_year_named(question, snippet)
+    assert bool(why) is (kind is not None)
+    if kind:
+        assert f"asks for a {kind}" in why
+
+
+def test_a_snippet_that_names_no_year_is_no_answer_to_a_question_for_one(engine):
+    r = engine.ask("In what year was Songshan Lake Science City officially launched?")
+    assert r.abstained and r.answer is None and r.confidence == 0.0
+    assert any("asks for a year" in n and "names none" in n for n in r.notices)
+    assert "asks for a year" in engine.to_json(r)["withheld"] and r.hits
+    answered = engine.ask("What year did Dongguan apply to build a national innovative city?")
+    assert not answered.abstained and "2017" in answered.answer.text and not answered.notices
 
 
 def test_an_answer_that_shares_no_word_with_its_article_is_ruled_out_and_says_why(engine):
