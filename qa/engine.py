@@ -34,6 +34,7 @@ from .store import (
     has_builds,
     index_exists,
     recorded_sources,
+    set_nprobe,
 )
 from .shards import ShardedIndex, ShardedRetriever, open_index
 from .types import Answer, Hit, Result
@@ -60,6 +61,11 @@ class QA:
         self.index = index
         self.encoder = encoder
         self.settings = settings
+        if settings.nprobe is not None:
+            # Every shard of a sharded index; a remote index's shards set it in their replicas.
+            for part in index.shards if isinstance(index, ShardedIndex) else [index]:
+                if isinstance(part, Index):
+                    set_nprobe(part, settings.nprobe)
         if isinstance(index, ShardedIndex):
             self.retriever: Retriever | ShardedRetriever = ShardedRetriever(index, encoder)
         else:

@@ -128,6 +128,8 @@ def add_arguments(p) -> None:
                         "(SQuAD 2.0: is the question answered by its own paragraph?)")
     p.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
                         "(default: the packaged reader)")
+    p.add_argument("--nprobe", type=int, help="IVF lists to search per question (default: as "
+                   "built; or QA_NPROBE); only for an index built with --index-type ivf")
     p.add_argument("--sample", type=int, metavar="N", help="score a random sample of N questions")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--keep-self-hits", action="store_true",
@@ -161,7 +163,8 @@ def run(args) -> int:
         raise _usage("--filter-doc works on question files; BEIR queries have no doc field")
     if args.beir and args.threshold_level == "passage":
         raise _usage("--threshold-level passage needs answers; BEIR runs score articles only")
-    settings = default_settings(index_dir=args.index, model=args.model, reader=args.reader)
+    settings = default_settings(index_dir=args.index, model=args.model, reader=args.reader,
+                                nprobe=args.nprobe)
     progress_off = True if args.quiet else None  # None: a bar on a terminal only
     notes: list[str] = []
     if args.beir:

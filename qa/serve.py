@@ -53,11 +53,13 @@ class ShardSearch:
     """A Serve deployment's class: one shard, loaded once per replica. No model: the ingress
     sends the question's vector."""
 
-    def __init__(self, path: str, first_pid: int, model: str):
+    def __init__(self, path: str, first_pid: int, model: str, nprobe: int | None = None):
         from .retrieve import Retriever
-        from .store import load
+        from .store import load, set_nprobe
 
         self.index = load(path, model)
+        if nprobe is not None:  # `deploy` checked it against the shard's manifest
+            set_nprobe(self.index, nprobe)
         # A shard never encodes: the ingress sends the question's vector.
         self.retriever = Retriever(self.index, encoder=None)  # type: ignore[arg-type]
         self.first_pid = first_pid
@@ -368,6 +370,13 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     from ray import serve
 
     index = RemoteIndex(Path(index_dir).resolve())
+    if settings.nprobe is not None:  # refused here, not in a replica that would never start
+        from .store import Manifest, _read_manifest, check_nprobe
+
+        for entry in index.raw["shards"]:
+            shard = index.build_dir / entry["path"]
+            raw = _read_manifest(shard, f"run `qa build --index {index_dir} --shards N`")[1]
+            check_nprobe(Manifest.from_json(raw), settings.nprobe, shard)
     serve.start(proxy_location="Disabled")
     options: dict[str, Any] = {"num_cpus": cpus_per_replica}
     inline = shard_inline_bytes()
@@ -379,7 +388,7 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
                                     ray_actor_options=shard_options,
                                     health_check_period_s=HEALTH_CHECK_PERIOD_S)
         shard_apps.append(dep.bind(str(index.build_dir / entry["path"]), entry["first_pid"],
-                                   index.model))
+                                   index.model, settings.nprobe))
     fields = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
     fields["index_dir"] = str(fields["index_dir"])
     ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=1,

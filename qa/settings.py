@@ -87,6 +87,9 @@ class Settings:
         batch_size: encoding batch size.
         reader: "default" (the packaged reader), "none" (the feature picker alone) or a folder
             made by `qa train-reader`; `QA_READER` overrides the default.
+        nprobe: lists an IVF index searches per question, from 1 to its nlist (None: what its
+            manifest says, set at build); more finds more of the exact neighbours, more slowly.
+            `QA_NPROBE` overrides the default. Only for IVF indexes.
     """
 
     model: str = DEFAULT_MODEL
@@ -98,6 +101,7 @@ class Settings:
     retriever: str = "hybrid"
     batch_size: int = 64
     reader: str = "default"
+    nprobe: int | None = None
 
     def chunking(self) -> dict:
         return {"max_tokens": self.max_tokens, "overlap": self.overlap,
@@ -108,8 +112,20 @@ class Settings:
 
 
 def default_settings(**changes) -> Settings:
-    """Settings from the environment (`QA_MODEL`, `QA_INDEX`), then explicit changes."""
+    """Settings from the environment (`QA_MODEL`, `QA_INDEX`, `QA_READER`, `QA_NPROBE`), then
+    explicit changes.
+
+    Raises:
+        UsageError: QA_NPROBE is set and not a whole number.
+    """
+    given, nprobe = os.environ.get("QA_NPROBE") or None, None
+    if given is not None:
+        try:
+            nprobe = int(given)
+        except ValueError:
+            raise UsageError(f"QA_NPROBE must be a whole number of IVF lists, got {given!r}; "
+                             f"set it to a number such as 32, or unset it") from None
     base = Settings(model=os.environ.get("QA_MODEL") or DEFAULT_MODEL,
                     reader=os.environ.get("QA_READER") or "default",
-                    index_dir=Path(os.environ.get("QA_INDEX") or DEFAULT_INDEX))
+                    index_dir=Path(os.environ.get("QA_INDEX") or DEFAULT_INDEX), nprobe=nprobe)
     return base.with_(**changes)

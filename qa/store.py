@@ -26,7 +26,7 @@ import numpy as np
 
 from . import __version__
 from .ingest import source_files
-from .settings import INDEX_TYPES, UserError
+from .settings import INDEX_TYPES, UsageError, UserError
 from .text import bm25s as _bm25s
 from .text import tokenize
 from .types import Article, Passage
@@ -279,6 +279,31 @@ def publish(root: Path, fill) -> Path:
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def check_nprobe(manifest: Manifest, nprobe: object, where: Path | str) -> int:
+    """nprobe as given when `where` is an IVF index with at least that many lists.
+
+    Raises:
+        UsageError: not an IVF index, or not a whole number from 1 to its nlist.
+    """
+    if manifest.index_type != "IVF" or not manifest.ivf:
+        raise UsageError(f"--nprobe (or QA_NPROBE) sets how many lists an IVF index searches, "
+                         f"and {where} is a {manifest.index_type} index; leave it out, or build "
+                         f"with `--index-type ivf`")
+    nlist = manifest.ivf["nlist"]
+    if not isinstance(nprobe, int) or isinstance(nprobe, bool) or not 1 <= nprobe <= nlist:
+        raise UsageError(f"--nprobe must be a whole number from 1 to {nlist} (the lists of "
+                         f"{where}; it was built with {manifest.ivf['nprobe']}), got {nprobe!r}")
+    return nprobe
+
+
+def set_nprobe(index: Index, nprobe: int) -> None:
+    """Search `nprobe` of the index's IVF lists per question from now on (check_nprobe's rules)."""
+    import faiss
+
+    faiss.extract_index_ivf(index.faiss_index).nprobe = check_nprobe(index.manifest, nprobe,
+                                                                     index.path)
 
 
 def make_faiss_index(vectors: np.ndarray, index_type: str, ivf: dict | None = None):

@@ -201,3 +201,23 @@ def test_a_filter_that_matches_nothing_says_so_and_lists_what_exists(seeds_index
 def test_a_bad_k_exits_2_before_anything_loads(tmp_path):
     r = qa("ask", "When?", "--index", str(tmp_path / "none"), "--k", "0")
     assert r.returncode == 2 and "k must be a whole number" in r.stderr
+
+
+@pytest.mark.slow
+def test_nprobe_is_refused_where_it_cannot_apply_and_names_the_fix(seeds_index, tmp_path):
+    """--nprobe is for IVF indexes, from 1 to their lists; QA_NPROBE must be a number."""
+    r = qa("ask", "When was Dongguan approved?", "--index", str(seeds_index), "--nprobe", "4")
+    assert r.returncode == 2 and "is a Flat index" in r.stderr and "--index-type ivf" in r.stderr
+    no_traceback(r)
+    ivf = tmp_path / "ivf"
+    assert qa("build", "--index", str(ivf), "--index-type", "ivf", "--quiet").returncode == 0
+    for bad in ("0", "2"):  # 40 passages: one list
+        r = qa("ask", "When was Dongguan approved?", "--index", str(ivf), "--nprobe", bad)
+        assert r.returncode == 2 and "from 1 to 1" in r.stderr and f"got {bad}" in r.stderr
+    r = qa("ask", "When was Dongguan approved?", "--index", str(ivf), env={"QA_NPROBE": "many"})
+    assert r.returncode == 2 and "QA_NPROBE must be a whole number" in r.stderr
+    no_traceback(r)
+    r = qa("ask", "When was Dongguan approved?", "--index", str(ivf), "--nprobe", "1", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["passages"], r.stderr
+    r = qa("ask", "When?", "--ray", "127.0.0.1:1", "--nprobe", "8")
+    assert r.returncode == 2 and "qa serve --nprobe" in r.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, require_shared_data
@@ -152,6 +153,20 @@ def test_an_ivf_copy_of_the_squad_index_answers_as_the_exact_one(squad_engine, s
         same += (a.answer, a.abstained) == (b.answer, b.abstained)
     n = len(squad_sample)
     assert recall / n >= .95 and same / n >= .97, (recall / n, same / n)
+
+    # --nprobe at answer time: every list is exact search, one list finds less.
+    for nprobe, want in ((103, 1.0), (1, None)):
+        approx = QA(ivf_index, squad_engine.encoder, squad_engine.settings.with_(nprobe=nprobe))
+        found = 0.0
+        for q in squad_sample[:100]:
+            vec = squad_engine.encoder.encode([q["question"]])[0]
+            exact = squad_engine.retriever.dense(vec, 10)
+            got = approx.retriever.dense(vec, 10)
+            found += len({p for p, _ in exact} & {p for p, _ in got}) / len(exact)
+            if want == 1.0:
+                assert [p for p, _ in got] == [p for p, _ in exact]
+                assert np.allclose([s for _, s in got], [s for _, s in exact], atol=1e-5)
+        assert found / 100 < .95 if want is None else found / 100 == 1.0, (nprobe, found / 100)
 
 
 # ---------------------------------------------------------------- SQuAD 2.0 held-out sample
