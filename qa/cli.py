@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import INDEX_TYPES, RETRIEVERS, SEEDS, UsageError, UserError, default_settings
+from .settings import (INDEX_TYPES, NPROBE_HELP, RETRIEVERS, SEEDS, UsageError, UserError,
+                       default_settings)
 
 EXIT_USAGE = 2
 
@@ -68,8 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--doc", help="only this article (doc_id)")
     a.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
                                     "(default: the packaged reader, or QA_READER)")
-    a.add_argument("--nprobe", type=int, help="IVF lists to search per question, from 1 to the index's nlist (default: as built, "
-                         "16; or QA_NPROBE); only for an index built with --index-type ivf")
+    a.add_argument("--nprobe", type=int, help=NPROBE_HELP)
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--ray", metavar="ADDRESS", help="ask the app `qa serve` runs on the Ray "
                                                     "cluster at ADDRESS; needs .[ray]")
@@ -79,9 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--ray", metavar="ADDRESS", required=True, help="the cluster (host:port or auto)")
     s.add_argument("--replicas", type=int, default=1, help="replicas of each shard (default 1)")
-    s.add_argument("--nprobe", type=int, help="IVF lists to search per question, from 1 to the shards' nlist (default: as built, "
-                         "16; or QA_NPROBE); only for an index built with --index-type ivf")
-
+    s.add_argument("--nprobe", type=int, help=NPROBE_HELP + " (every shard's)")
     s.add_argument("--shard-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long a question waits for a shard that is down (asking again when "
                         "its replica is replaced) before it fails naming the shard (default 30)")
@@ -165,7 +163,6 @@ def cmd_ask(args) -> int:
         if args.nprobe is not None:
             raise UsageError("--nprobe is the app's, not the question's: with --ray, the shards "
                              "search as many lists as `qa serve --nprobe N` set; leave it out")
-
         out = ask(args.ray, args.question, k=args.k, retriever=args.retriever, filters=filters)
         print(json.dumps(out, ensure_ascii=False, indent=2) if args.json
               else render(out, time.perf_counter() - started))

@@ -46,7 +46,7 @@ from .evaluation.report import (
     write_report,
 )
 from .retrieve import Filters
-from .settings import RETRIEVERS, UsageError, UserError, default_settings
+from .settings import NPROBE_HELP, RETRIEVERS, UsageError, UserError, default_settings
 from .types import Hit
 
 EXIT_THRESHOLD = 3
@@ -128,8 +128,7 @@ def add_arguments(p) -> None:
                         "(SQuAD 2.0: is the question answered by its own paragraph?)")
     p.add_argument("--reader", help="'none' for the feature picker alone, or a reader folder "
                         "(default: the packaged reader)")
-    p.add_argument("--nprobe", type=int, help="IVF lists to search per question (default: as "
-                   "built; or QA_NPROBE); only for an index built with --index-type ivf")
+    p.add_argument("--nprobe", type=int, help=NPROBE_HELP)
     p.add_argument("--sample", type=int, metavar="N", help="score a random sample of N questions")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--keep-self-hits", action="store_true",

@@ -12,6 +12,8 @@ RETRIEVERS = ("dense", "bm25", "hybrid")
 # passages and HNSW above.
 INDEX_TYPES = {"auto": None, "flat": "Flat", "hnsw": "HNSW", "ivf": "IVF"}
 MAX_QUESTION_CHARS = 10_000
+NPROBE_HELP = ("IVF lists to search per question, from 1 to the index's nlist (default: as "
+               "built, 16; or QA_NPROBE); only for an index built with --index-type ivf")
 ROOT = Path(__file__).resolve().parent.parent
 # The bundled articles, indexed when no sources are given; package data (the checkout's seeds/
 # links here), so an installed qa finds them too.

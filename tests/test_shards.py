@@ -12,7 +12,7 @@ import pytest
 from qa.bm25corpus import add_stats, corpus_stats_part
 from qa.build import build
 from qa.engine import QA
-from qa.settings import Settings, UserError
+from qa.settings import Settings, UsageError, UserError
 from qa.shards import is_sharded, load_sharded, plan_shards
 from qa.store import IndexLoadError, load, make_bm25
 from qa.text import query_tokens
@@ -270,6 +270,19 @@ def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, 
         assert passage_rows(index) == passage_rows(engine.index)
         other = QA.open(Settings(index_dir=index_dir), encoder=encoder)
         assert same_answers(engine, other, questions) == []
+    # Served with --nprobe: each shard replica sets it (1 of 1 list: still exact).
+    import ray
+
+    from qa import serve
+
+    try:
+        serve.deploy(ray_cluster, index_dir, Settings(index_dir=index_dir, nprobe=1))
+        replies = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in questions}
+        assert same_json(engine, replies, questions) == []
+        with pytest.raises(UsageError, match="from 1 to 1 .*got 2"):
+            serve.deploy(ray_cluster, index_dir, Settings(index_dir=index_dir, nprobe=2))
+    finally:
+        ray.shutdown()  # this process was a driver of the cluster the fixture ends
 
 
 def same_json(one: QA, replies: dict[str, dict], questions: list[dict]) -> list[str]:
@@ -301,6 +314,8 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
     from qa import serve
 
     try:
+        with pytest.raises(UsageError, match=r"shard-000 is a Flat index"):
+            serve.deploy(ray_cluster, sharded[4], Settings(index_dir=sharded[4], nprobe=4))
         got = serve.deploy(ray_cluster, sharded[4], Settings(index_dir=sharded[4]))
         assert got == {"shards": 4, "replicas": 1}
         replies = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in questions}
