@@ -294,9 +294,10 @@ def no_year_named(question: str, snippet: str) -> str:
     ("" when it names one, or the question asks for something else).
 
     A sentence that says "officially launched shortly after" does not tell the date. On the
-    tuning halves it never fired on a right answer (179 questions that ask for a year or date:
-    the seeds' 3, SQuAD 1.1's 149, SQuAD 2.0's 27); it fired on 3 wrong SQuAD 1.1 answers and on
-    7 of 47 such SQuAD 2.0 unanswerable questions (README, "Answer snippets").
+    tuning halves it never fired on a right answer (178 questions that ask for a year or date,
+    as the shipped reader answers them: the seeds' 3, SQuAD 1.1's 150, SQuAD 2.0's 25); it fired
+    on 2 wrong SQuAD 1.1 answers and on 2 of 42 such SQuAD 2.0 unanswerable questions (README,
+    "Answer snippets"; scripts/rule_check.py).
 
     >>> no_year_named("In what year was the zone founded?", "The zone was founded shortly after.")
     'the question asks for a year, but the closest sentence names none'
