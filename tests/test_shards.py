@@ -270,7 +270,8 @@ def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, 
         assert passage_rows(index) == passage_rows(engine.index)
         other = QA.open(Settings(index_dir=index_dir), encoder=encoder)
         assert same_answers(engine, other, questions) == []
-    # Served with --nprobe: each shard replica sets it (1 of 1 list: still exact).
+    # Served with --nprobe: the option reaches the shard replicas, which start and answer (these
+    # shards have 1 list, so that a replica applies it is checked in process, test_quality.py).
     import ray
 
     from qa import serve
