@@ -330,7 +330,7 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
     say(f"serving the {shards} shards; timing {rounds} questions through Serve and in process")
     serve.deploy(address, built[shards], Settings(index_dir=built[shards]))
     try:
-        handle = ray_serve.get_app_handle(serve.APP)
+        handle = serve.direct(ray_serve.get_app_handle(serve.APP))  # as `qa ask --ray` calls
         by_serve: dict[str, dict] = {}
         times: dict[str, list[float]] = {"serve": [], "in process": [], "in process, 1 thread": []}
         inside: list[dict[str, float]] = []  # the ingress's own timings of each Serve answer
@@ -339,6 +339,9 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
             got = handle.ask_timed.remote(q["question"], 10).result()
             by_serve[q["id"]] = got["json"]
             return got["ms"]
+
+        def noop_fanout() -> float:  # its own call, after the timed one: in no answer's time
+            return handle.noop_fanout.remote().result()
 
         def one_thread(q):
             before = _torch_threads(1)
@@ -359,7 +362,8 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
                 ms = fn(q)
                 times[name].append(time.perf_counter() - started)
                 if name == "serve":
-                    inside.append({**ms, "client": times[name][-1] * 1000})
+                    inside.append({**ms, "client": times[name][-1] * 1000,
+                                   "noop_fanout": noop_fanout()})
         for name, seconds_list in times.items():
             rows.append({"figure": "latency", "path": name, "shards": shards if name == "serve" else 1,
                          "questions": len(seconds_list), **percentiles(seconds_list),
@@ -382,8 +386,9 @@ def serve_split(inside: list[dict[str, float]], in_process: dict[str, float],
     From the ingress's own timings (Ingress.ask_timed): "hop" is the client's time less the
     ingress's (the handle call, the router, the reply); "encode"; "fanout" (asking every shard
     and waiting for the last: the shards' search, two hops each, the candidates' transfer);
-    "noop_fanout" (the same fan-out of a call that does nothing, timed after the answer: what
-    Serve's calls cost apart from the search and the candidates); "rest" (merging, picking,
+    "noop_fanout" (the same fan-out of a call that does nothing, Ingress.noop_fanout, asked after
+    the answer and outside its time: what Serve's calls cost apart from the search and the
+    candidates); "rest" (merging, picking,
     reading, JSON) is the ingress's total less encode and fan-out. Each part's p50 is its own, so
     they need not add up to the total's.
 

@@ -45,8 +45,22 @@ HEALTH_CHECK_PERIOD_S = 2.0
 # so the shard replicas send replies up to this size inline (gRPC's own limit is 10 MB).
 # QA_SHARD_INLINE_BYTES=0 leaves Ray's default.
 SHARD_INLINE_BYTES = 4 * 1024 * 1024
+# By default Serve calls a replica as a Ray actor task; a handle with `_by_reference=False` calls
+# the replica's own gRPC server instead (every replica runs one). On the loopback cluster that cut
+# a client's call of a method doing nothing from 6.4 to 2.7 ms at p50, and a fan-out to two
+# deployments from 10.1 to 6.9 ms (scripts/serve_overhead.py). The questions and the shards'
+# candidates go that way; calls whose replies grow with the collection (the article catalog, whole
+# articles for the web page) stay actor tasks, as gRPC refuses a message over 4 MB.
+# QA_SERVE_GRPC=0 (read where `qa serve` deploys, and by the client) makes every call an actor task.
+SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
 
 log = logging.getLogger(__name__)
+
+
+def direct(handle, grpc: bool | None = None):
+    """The handle, calling over gRPC where `grpc` (default SERVE_GRPC) allows: for small
+    requests and replies."""
+    return handle.options(_by_reference=False) if (SERVE_GRPC if grpc is None else grpc) else handle
 
 
 class ShardSearch:
@@ -191,8 +205,10 @@ class FanOut:
     """Retriever.search over the shard deployments: ask all, wait for all, merge."""
 
     def __init__(self, index: RemoteIndex, handles: list, encoder, alpha: float,
-                 timeout: float = SHARD_TIMEOUT_S, clock: Clock | None = None):
+                 timeout: float = SHARD_TIMEOUT_S, clock: Clock | None = None,
+                 grpc: bool | None = None):
         self.index, self.handles, self.encoder, self.alpha = index, handles, encoder, alpha
+        self.direct = [direct(h, grpc) for h in handles]  # for `hits` and `ping`
         self.timeout = timeout
         self.clock = clock or Clock()
         # Fan-outs answered after asking a shard again, and failed because a shard stayed down.
@@ -217,9 +233,10 @@ class FanOut:
         from ray.exceptions import RayActorError
 
         deadline = time.monotonic() + self.timeout
-        calls = [getattr(h, method).remote(*args) for h in self.handles]
+        handles = self.direct if method in ("hits", "ping") else self.handles
+        calls = [getattr(h, method).remote(*args) for h in handles]
         out, lost_here = [], 0
-        for handle, call in zip(self.handles, calls):
+        for handle, call in zip(handles, calls):
             lost = 0
             while True:
                 try:
@@ -265,7 +282,8 @@ class FanOut:
 class Ingress:
     """A Serve deployment's class: encodes, fans out, merges, picks; returns `qa ask --json`."""
 
-    def __init__(self, root: str, settings: dict, *shards, shard_timeout: float = SHARD_TIMEOUT_S):
+    def __init__(self, root: str, settings: dict, *shards, shard_timeout: float = SHARD_TIMEOUT_S,
+                 grpc: bool = True):
         from .embed import load_encoder
         from .engine import QA
         from .retrieve import HYBRID_ALPHA
@@ -277,7 +295,7 @@ class Ingress:
         encoder = TimedEncoder(load_encoder(index.model), self.clock)
         self.qa = QA(index, encoder, self.settings)  # type: ignore[arg-type]  # index-like
         self.fanout = FanOut(index, list(shards), encoder, HYBRID_ALPHA, shard_timeout,
-                             self.clock)
+                             self.clock, grpc)
         self.qa.retriever = self.fanout  # type: ignore[assignment]
 
     def _answer(self, question, k, retriever, filters, history, page=False) -> dict:
@@ -305,9 +323,7 @@ class Ingress:
     async def ask_timed(self, question: str, k: int | None = None) -> dict:
         """As ask, with where the ingress's time went: {"json", "ms": {"encode", "fanout" (asking
         every shard and waiting for all), "total" (in this replica, from the question to its
-        JSON), "noop_fanout" (after the answer, not in its total: the same fan-out of a call that
-        does nothing, so what Serve's calls cost apart from the search and the candidates)}}.
-        For `qa bench --ray`, which splits Serve's overhead with it."""
+        JSON)}}. For `qa bench --ray`, which splits Serve's overhead with it."""
         return await asyncio.to_thread(self._timed, question, k)
 
     def _timed(self, question: str, k: int | None) -> dict:
@@ -316,12 +332,19 @@ class Ingress:
         out = self._answer(question, k, None, None, None)
         total = time.perf_counter() - started
         ms = {part: round(s * 1000, 3) for part, s in self.clock.spent().items()}
+        return {"json": out, "ms": {**ms, "total": round(total * 1000, 3)}}
+
+    async def noop_fanout(self) -> float:
+        """Milliseconds to fan out, as an answer does, a call that does nothing
+        (`ShardSearch.ping`): what Serve's calls cost apart from the search and the candidates.
+        Its own call, so that no answer's time holds it."""
+        return await asyncio.to_thread(self._noop_fanout)
+
+    def _noop_fanout(self) -> float:
         started = time.perf_counter()
-        for call in [h.ping.remote() for h in self.fanout.handles]:
+        for call in [h.ping.remote() for h in self.fanout.direct]:
             call.result(timeout_s=self.fanout.timeout)
-        noop = time.perf_counter() - started
-        return {"json": out, "ms": {**ms, "total": round(total * 1000, 3),
-                                    "noop_fanout": round(noop * 1000, 3)}}
+        return round((time.perf_counter() - started) * 1000, 3)
 
     async def info(self) -> dict:
         """The collection's manifest, the settings and every article without its text."""
@@ -393,8 +416,8 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     fields["index_dir"] = str(fields["index_dir"])
     ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=1,
                                     ray_actor_options=options)
-    serve.run(ingress.bind(str(index.path), fields, *shard_apps, shard_timeout=shard_timeout),
-              name=APP, route_prefix=None)
+    serve.run(ingress.bind(str(index.path), fields, *shard_apps, shard_timeout=shard_timeout,
+                           grpc=SERVE_GRPC), name=APP, route_prefix=None)
     del ray
     return {"shards": len(shard_apps), "replicas": replicas}
 
@@ -461,7 +484,7 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
 
 def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:
     """One question through the running app; the object `qa ask --json` prints."""
-    handle = app_handle(address)
+    handle = direct(app_handle(address))
     return result(address, lambda: handle.ask.remote(question, k, retriever, filters, history))
 
 

@@ -6,7 +6,7 @@ tests/questions.jsonl; a fixed random sample of a larger file) through it and of
 in this process, alternating, compare the answers, and print both p50/p95 and where the
 ingress's time went (`Ingress.ask_timed`). `qa bench --ray` measures the same after building
 the index on the cluster; this reuses a built one, for A/B runs such as QA_SHARD_INLINE_BYTES=0
-against the default."""
+or QA_SERVE_GRPC=0 against the default."""
 
 import json
 import os
@@ -54,7 +54,7 @@ def main(address: str, index_dir: str, n: int, questions_path: str) -> None:
           f"{time.time() - start:.0f}s", flush=True)
     questions = load_questions(questions_path, n)
     local = QA.open(settings, encoder=load_encoder(settings.model))
-    handle = serve.app_handle(address)
+    handle = serve.direct(serve.app_handle(address))  # as `qa ask --ray` calls
     for q in questions[:5]:  # warm both paths
         handle.ask_timed.remote(q["question"], 10).result()
         local.ask(q["question"], k=10)
@@ -63,7 +63,8 @@ def main(address: str, index_dir: str, n: int, questions_path: str) -> None:
         t0 = time.perf_counter()
         got = handle.ask_timed.remote(q["question"], 10).result()
         t_serve.append(time.perf_counter() - t0)
-        inside.append(got["ms"])
+        inside.append({**got["ms"], "hop": 1000 * t_serve[-1] - got["ms"]["total"],
+                       "noop_fanout": handle.noop_fanout.remote().result()})
         t0 = time.perf_counter()
         b = local.to_json(local.ask(q["question"], k=10))
         t_local.append(time.perf_counter() - t0)
@@ -71,7 +72,9 @@ def main(address: str, index_dir: str, n: int, questions_path: str) -> None:
             diffs += 1
             print("DIFF", q["id"], passages(got["json"])[:3], passages(b)[:3], flush=True)
     split = " ".join(f"{part} {statistics.median(m[part] for m in inside):.1f}" for part in inside[0])
-    print(f"QA_SHARD_INLINE_BYTES={os.environ.get('QA_SHARD_INLINE_BYTES', '(unset)')}: "
+    env = " ".join(f"{v}={os.environ.get(v, '(unset)')}"
+                   for v in ("QA_SHARD_INLINE_BYTES", "QA_SERVE_GRPC"))
+    print(f"{env}, load {os.getloadavg()[0]:.1f}: "
           f"questions {len(questions)} diffs {diffs}; serve p50 {ms(t_serve, 50):.1f} ms "
           f"p95 {ms(t_serve, 95):.1f} ms; in-process p50 {ms(t_local, 50):.1f} ms "
           f"p95 {ms(t_local, 95):.1f} ms; inside the ingress, p50 ms: {split}", flush=True)

@@ -222,5 +222,7 @@ def test_bench_ray_on_a_two_node_cluster(ray_cluster, tmp_path, capsys):
         assert r["questions"] >= 10 and r["any"] == 0, r  # the same answers as the single index
     assert [r["path"] for r in by["latency"]] == ["serve", "in process", "in process, 1 thread"]
     assert all(r["questions"] == 10 and 0 < r["p50_ms"] <= r["p95_ms"] for r in by["latency"])
+    split = by["serve_split"][0]["serve_ms"]  # the no-op fan-out is timed apart from the answers
+    assert split["noop_fanout"] > 0 and 0 < split["hop"] < split["client"]
     assert json.loads((tmp_path / "ray.json").read_text()) == rows
     assert "| Ray " in (tmp_path / "ray.md").read_text()

@@ -335,7 +335,8 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         ms = timed["ms"]
         assert ms["encode"] > 0 and ms["fanout"] > 0
         assert ms["encode"] + ms["fanout"] < ms["total"]
-        assert ms["noop_fanout"] > 0
+        assert "noop_fanout" not in ms  # its own call (`noop_fanout`), outside the answer's time
+        assert serve.app_handle(ray_cluster).noop_fanout.remote().result() > 0
         # Shard replies (about 264 KB on SQuAD) go inline, not through the object store.
         from ray import serve as ray_serve
 
@@ -407,13 +408,24 @@ class _Response:
 
 class _Shard:
     """A fake shard deployment handle: each `hits.remote()` gets the next outcome (the last one
-    repeats)."""
+    repeats). Its `options(_by_reference=False)` copy shares the calls, and says which way each
+    was made in `ways` ("grpc" or "actor task")."""
 
     def __init__(self, name: str, *outcomes):
         self.deployment_name, self.outcomes, self.calls = name, list(outcomes), []
-        self.hits = self
+        self.ways: list[str] = []
+        self.hits = self.catalog = self
+        self.way = "actor task"
+
+    def options(self, _by_reference=True):
+        other = _Shard.__new__(_Shard)
+        other.__dict__.update(self.__dict__)
+        other.hits = other.catalog = other
+        other.way = "actor task" if _by_reference else "grpc"
+        return other
 
     def remote(self, *args):
+        self.ways.append(self.way)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
         self.calls.append(_Response(outcome))
         return self.calls[-1]
@@ -482,6 +494,17 @@ def test_fanout_asks_again_a_shard_whose_replica_died():
     assert fan.gather("hits", "q") == ["a", "b"]
     assert len(two.calls) == 2 and len(one.calls) == 1
     assert fan.counts == {"fanouts": 1, "retried": 1, "failed": 0, "replicas_lost": 1}
+
+
+def test_fanout_asks_for_candidates_over_grpc_and_for_the_catalog_by_actor_task(monkeypatch):
+    """Candidates are small; the catalog grows with the collection, past gRPC's 4 MB."""
+    one, two = _Shard("shard-000", "a"), _Shard("shard-001", "b")
+    assert _fanout(one, two).gather("hits", "q") == ["a", "b"]
+    assert _fanout(one, two).gather("catalog") == ["a", "b"]
+    assert one.ways == two.ways == ["grpc", "actor task"]
+    monkeypatch.setattr("qa.serve.SERVE_GRPC", False)
+    _fanout(one).gather("hits", "q")
+    assert one.ways[-1] == "actor task"
 
 
 @pytest.mark.parametrize("down, said", [("timeout", "did not answer within 0.5 s;"),
