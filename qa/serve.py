@@ -53,6 +53,13 @@ SHARD_INLINE_BYTES = 4 * 1024 * 1024
 # articles for the web page) stay actor tasks, as gRPC refuses a message over 4 MB.
 # QA_SERVE_GRPC=0 (read where `qa serve` deploys, and by the client) makes every call an actor task.
 SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
+# The receiving end of a gRPC call refuses a message over 4 MB by default (Serve's
+# RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH): one shard's candidates for `--k 1000` were 5.3 MB on
+# SQuAD, and `qa ask --ray` failed. The ingress (receiving the shards' replies) and the client
+# (the ingress's) take up to this. Serve reads it as it is imported: the ingress gets it in its
+# runtime_env, and this process here, before anything imports ray.serve.
+GRPC_MAX_BYTES = 1024 * 1024 * 1024
+os.environ.setdefault("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(GRPC_MAX_BYTES))
 
 log = logging.getLogger(__name__)
 
@@ -414,8 +421,10 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
                                    index.model, settings.nprobe))
     fields = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
     fields["index_dir"] = str(fields["index_dir"])
+    ingress_options = {**options, "runtime_env": {"env_vars": {
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_BYTES)}}}
     ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=1,
-                                    ray_actor_options=options)
+                                    ray_actor_options=ingress_options)
     serve.run(ingress.bind(str(index.path), fields, *shard_apps, shard_timeout=shard_timeout,
                            grpc=SERVE_GRPC), name=APP, route_prefix=None)
     del ray
@@ -469,14 +478,19 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
             if isinstance(cause, UserError):
                 raise cause from None
             raise
-        except (RayActorError, RayServeException) as e:
+        except Exception as e:
+            # Anything else Serve raises (its own errors, a gRPC status) is said in one line.
+            if not isinstance(e, (RayActorError, RayServeException)) and \
+                    not type(e).__module__.startswith("grpc"):
+                raise
             if isinstance(e, RayActorError) and time.monotonic() < deadline:
                 log.warning("the ingress replica died during a call (%s); asking again",
                             type(e).__name__)
                 time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile
                 response = call()
                 continue
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+            said = e.details() if callable(getattr(e, "details", None)) else str(e)  # gRPC's
+            first = said.strip().splitlines()[0][:200] if said and said.strip() else ""
             raise Unavailable(f"the qa app on the Ray cluster at {address} failed to answer "
                               f"({type(e).__name__}{': ' + first if first else ''}); retry in a "
                               f"few seconds, and if it persists {redeploy}") from None

@@ -351,7 +351,7 @@ SQUAD = ROOT.parent / "shared" / "beir" / "squad-v1.1-dev"
 
 @pytest.mark.slow
 def test_squad_questions_answer_as_one_index_in_shards_and_through_serve(ray_cluster, tmp_path,
-                                                                         encoder):
+                                                                         encoder, monkeypatch):
     """A few hundred SQuAD 1.1 dev questions over the first 300 paragraphs: the index in 2
     shards (in process) and in 4 shards (through Serve on the 2-node cluster) answer each as the
     single index does. The in-process shards are those of the Ray build (the test above); the
@@ -381,6 +381,17 @@ def test_squad_questions_answer_as_one_index_in_shards_and_through_serve(ray_clu
     two = {q["id"]: engines[2].to_json(engines[2].ask(q["question"], k=10)) for q in asked}
     assert count_differences(one, two)["any"] == 0, count_differences(one, two)
     try:
+        # The ingress takes the shards' candidates over gRPC up to serve.GRPC_MAX_BYTES, given in
+        # its runtime_env. Below one shard's reply here (about 190 KB at k = 10), the question
+        # fails, in one line; at the default (1 GB) every question is answered.
+        from qa.settings import Unavailable
+
+        with monkeypatch.context() as m:
+            m.setattr(serve, "GRPC_MAX_BYTES", 100_000)
+            serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
+            with pytest.raises(Unavailable, match=r"^the qa app .* failed to answer \(AioRpcError: "
+                                                  r".*larger than max \(\d+ vs\. 100000\)"):
+                serve.ask(ray_cluster, asked[0]["question"], k=10)
         serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
         some = random.Random(1).sample(asked, 150)
         four = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in some}
