@@ -257,9 +257,9 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
     Returns:
         Rows with a "figure" key: cluster, encode, build, same_answers, latency.
     """
-    from ray import serve as ray_serve
+    from . import serve  # first: it sets Serve's gRPC message limit, which ray.serve reads once
 
-    from . import serve
+    from ray import serve as ray_serve  # noqa: I001
     from .build import build
     from .cluster import build_on_ray, connect
     from .embed import load_encoder

@@ -70,6 +70,22 @@ def direct(handle, grpc: bool | None = None):
     return handle.options(_by_reference=False) if (SERVE_GRPC if grpc is None else grpc) else handle
 
 
+def _said(e: BaseException) -> str:
+    """An exception in one line: its type and the first line of what it says (a gRPC status's
+    details)."""
+    said = e.details() if callable(getattr(e, "details", None)) else str(e)
+    first = said.strip().splitlines()[0][:200] if said and said.strip() else ""
+    return type(e).__name__ + (f": {first}" if first else "")
+
+
+def _grpc_lost(e: BaseException) -> bool:
+    """A gRPC call cut off by its replica going away: Serve says UNAVAILABLE as a RayActorError,
+    but a replica shut down while answering (replaced after a failed health check) cancels it."""
+    code = getattr(e, "code", None)
+    return type(e).__module__.startswith("grpc") and callable(code) and \
+        getattr(code(), "name", "") in ("CANCELLED", "UNKNOWN", "UNAVAILABLE")
+
+
 class ShardSearch:
     """A Serve deployment's class: one shard, loaded once per replica. No model: the ingress
     sends the question's vector."""
@@ -253,7 +269,16 @@ class FanOut:
                     call.cancel()
                     self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
                     raise Unavailable(self._down(handle.deployment_name, lost)) from None
-                except RayActorError as e:
+                except Exception as e:
+                    if not isinstance(e, RayActorError) and not _grpc_lost(e):
+                        if not type(e).__module__.startswith("grpc"):
+                            raise
+                        for other in calls:  # a gRPC status that asking again will not change
+                            other.cancel()
+                        self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
+                        raise Unavailable(f"{handle.deployment_name} failed to answer "
+                                          f"({_said(e)}); no answer is given from the other "
+                                          f"shards alone") from None
                     lost += 1
                     if time.monotonic() >= deadline:  # its replicas keep dying
                         self._count(fanouts=1, failed=1, replicas_lost=lost_here + lost)
@@ -489,11 +514,9 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
                 time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile
                 response = call()
                 continue
-            said = e.details() if callable(getattr(e, "details", None)) else str(e)  # gRPC's
-            first = said.strip().splitlines()[0][:200] if said and said.strip() else ""
             raise Unavailable(f"the qa app on the Ray cluster at {address} failed to answer "
-                              f"({type(e).__name__}{': ' + first if first else ''}); retry in a "
-                              f"few seconds, and if it persists {redeploy}") from None
+                              f"({_said(e)}); retry in a few seconds, and if it persists "
+                              f"{redeploy}") from None
 
 
 def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:

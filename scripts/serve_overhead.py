@@ -39,7 +39,9 @@ VARIANTS = {
              "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
 }
 APP = "qa-overhead-probe"
-REPLY = {"hits": [[i, 0.5, "passage text " * 20] for i in range(10)]}  # about a shard's size
+# A small reply (about 2.7 KB): the calls' own cost. A shard's real reply is 190-264 KB, whose
+# size scripts/serve_payload.py measures apart.
+REPLY = {"hits": [[i, 0.5, "passage text " * 20] for i in range(10)]}
 
 
 def main(address: str, variant: str, rounds: int) -> None:

@@ -509,6 +509,7 @@ def test_fanout_asks_again_a_shard_whose_replica_died():
 
 def test_fanout_asks_for_candidates_over_grpc_and_for_the_catalog_by_actor_task(monkeypatch):
     """Candidates are small; the catalog grows with the collection, past gRPC's 4 MB."""
+    ray_or_fail()
     one, two = _Shard("shard-000", "a"), _Shard("shard-001", "b")
     assert _fanout(one, two).gather("hits", "q") == ["a", "b"]
     assert _fanout(one, two).gather("catalog") == ["a", "b"]
@@ -516,6 +517,47 @@ def test_fanout_asks_for_candidates_over_grpc_and_for_the_catalog_by_actor_task(
     monkeypatch.setattr("qa.serve.SERVE_GRPC", False)
     _fanout(one).gather("hits", "q")
     assert one.ways[-1] == "actor task"
+
+
+class _GrpcError(Exception):
+    """As grpc.aio.AioRpcError says itself: a status code and its details."""
+
+    def __init__(self, code: str, details: str):
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self):
+        return type("StatusCode", (), {"name": self._code})()
+
+    def details(self):
+        return self._details
+
+
+_GrpcError.__module__ = "grpc.aio._call"
+
+
+def test_fanout_asks_again_a_shard_whose_grpc_call_was_cut_off():
+    """A replica shut down while answering over gRPC cancels the call: asked again."""
+    ray_or_fail()
+    one, two = _Shard("shard-000", "a"), _Shard("shard-001", _GrpcError("CANCELLED", "x"), "b")
+    fan = _fanout(one, two)
+    assert fan.gather("hits", "q") == ["a", "b"]
+    assert len(two.calls) == 2 and fan.counts["retried"] == 1
+
+
+def test_fanout_names_the_shard_of_any_other_grpc_status():
+    ray_or_fail()
+    from qa.settings import Unavailable
+
+    big = _GrpcError("RESOURCE_EXHAUSTED", "Received message larger than max (5325245 vs. 4194304)")
+    one, two, three = _Shard("shard-000", "a"), _Shard("shard-001", big), _Shard("shard-002", "c")
+    fan = _fanout(one, two, three)
+    with pytest.raises(Unavailable, match=r"^shard-001 failed to answer \(_GrpcError: Received "
+                                          r"message larger than max \(5325245 vs\. 4194304\)\); "
+                                          r"no answer is given from the other shards alone$"):
+        fan.gather("hits", "q")
+    assert len(two.calls) == 1 and three.calls[-1].cancelled  # not asked again; the rest let go
+    assert fan.counts["failed"] == 1
 
 
 @pytest.mark.parametrize("down, said", [("timeout", "did not answer within 0.5 s;"),
