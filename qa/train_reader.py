@@ -334,6 +334,45 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     return out
 
 
+def average(folders: list[Path], out: Path, log=print) -> Path:
+    """Write into `out` the element-wise mean of readers' weights (float16, as trained): runs
+    of one recipe gone on from each other average into one reader ("model soup"). Its
+    reader.json keeps every run's training record under `trained.average_of`.
+
+    Raises:
+        UserError: a folder holds no reader, or the readers differ in shape.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from .reader import CONFIG, WEIGHTS, file_sha256
+
+    configs, states = [], []
+    for folder in folders:
+        if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
+            raise UserError(f"--average {folder} holds no {WEIGHTS} and {CONFIG}; give folders "
+                            f"that qa train-reader wrote", exit_code=2)
+        configs.append(json.loads((folder / CONFIG).read_text()))
+        states.append(load_file(str(folder / WEIGHTS)))
+    shapes = [{k: tuple(v.shape) for k, v in st.items()} for st in states]
+    same = ("base", "layers", "max_length", "context")
+    if any(sh != shapes[0] for sh in shapes) or \
+            any({k: c.get(k) for k in same} != {k: configs[0].get(k) for k in same} for c in configs):
+        raise UserError(f"--average: the readers in {', '.join(map(str, folders))} differ in "
+                        f"their weights' shapes or in {', '.join(same)}; average runs of one "
+                        f"recipe only", exit_code=2)
+    mean = {k: (sum(st[k].float() for st in states) / len(states)).to(torch.float16).contiguous()
+            for k in states[0]}
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / WEIGHTS
+    save_file(mean, str(weights))
+    config = {**{k: configs[0][k] for k in same}, "sha256": file_sha256(weights),
+              "trained": {"average_of": [c.get("trained") for c in configs]}}
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    log(f"wrote {weights}: the mean of {len(folders)} readers")
+    return out
+
+
 def export_checkpoint(out: Path, ts: TrainSettings, log=print) -> Path:
     """Export out/checkpoint.pt as it is (a run cut short, or one still going)."""
     import torch
@@ -442,6 +481,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
                    help="write the model from the last checkpoint in --out without training")
+    p.add_argument("--average", type=Path, nargs="+", metavar="READER",
+                   help="write into --out the mean of these readers' weights, without training "
+                        "(runs of one recipe, each gone on from the last)")
     p.add_argument("--report-limit", type=int, default=1000,
                    help="questions per set in the closing figures (0: skip them)")
 
@@ -464,7 +506,11 @@ def run(args) -> int:
     def log(m):
         print(m, file=sys.stderr, flush=True)
 
-    if args.export_only:
+    if args.average:
+        if len(args.average) < 2:
+            raise UserError("--average needs two or more reader folders", exit_code=2)
+        average(args.average, args.out, log=log)
+    elif args.export_only:
         export_checkpoint(args.out, ts, log=log)
     else:
         train(args.out, ts, log=log)

@@ -168,6 +168,35 @@ def test_training_can_go_on_from_a_trained_reader(tiny_reader, tmp_path):
     assert trained["steps"] == 2 and trained["from"]["steps"] == 3
 
 
+def test_average_writes_the_mean_of_two_readers_that_loads(tiny_reader, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from qa.cli import main
+
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    other = train(tmp_path / "other", TrainSettings(layers=1, batch_size=4, pairs=8, max_length=48,
+                                                    init=str(tiny_reader)),
+                  pairs=pairs, log=lambda m: None)
+    out = tmp_path / "mean"
+    assert main(["train-reader", "--average", str(tiny_reader), str(other), "--out", str(out),
+                 "--report-limit", "0"]) == 0
+    a, b, mean = (load_file(str(f / WEIGHTS)) for f in (tiny_reader, other, out))
+    name = next(k for k in a if k.startswith("head.") and a[k].numel() > 1)
+    assert not np.allclose(a[name].float().numpy(), b[name].float().numpy())
+    np.testing.assert_allclose(mean[name].float().numpy(),
+                               ((a[name].float() + b[name].float()) / 2).numpy(), atol=1e-3)
+    config = json.loads((out / CONFIG).read_text())
+    assert config["sha256"] == file_sha256(out / WEIGHTS) and config["layers"] == 1
+    assert [t["steps"] for t in config["trained"]["average_of"]] == [3, 2]
+    assert Reader(out).score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+    # One folder, or one that is no reader, is a usage error that names it.
+    assert main(["train-reader", "--average", str(tiny_reader), "--out", str(out)]) == 2
+    assert "--average needs two or more reader folders" in capsys.readouterr().err
+    assert main(["train-reader", "--average", str(tiny_reader), str(tmp_path),
+                 "--out", str(out)]) == 2
+    assert f"--average {tmp_path} holds no reader.safetensors" in capsys.readouterr().err
+
+
 def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     from qa.cli import main
 
