@@ -73,7 +73,8 @@ def direct(handle, grpc: bool | None = None):
 def _said(e: BaseException) -> str:
     """An exception in one line: its type and the first line of what it says (a gRPC status's
     details)."""
-    said = e.details() if callable(getattr(e, "details", None)) else str(e)
+    details = getattr(e, "details", None)
+    said = details() if callable(details) else str(e)
     first = said.strip().splitlines()[0][:200] if said and said.strip() else ""
     return type(e).__name__ + (f": {first}" if first else "")
 

@@ -361,7 +361,7 @@ def average(folders: list[Path], out: Path, log=print) -> Path:
         raise UserError(f"--average: the readers in {', '.join(map(str, folders))} differ in "
                         f"their weights' shapes or in {', '.join(same)}; average runs of one "
                         f"recipe only", exit_code=2)
-    mean = {k: (sum(st[k].float() for st in states) / len(states)).to(torch.float16).contiguous()
+    mean = {k: torch.stack([st[k].float() for st in states]).mean(0).to(torch.float16).contiguous()
             for k in states[0]}
     out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS
