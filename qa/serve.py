@@ -49,8 +49,8 @@ SHARD_INLINE_BYTES = 4 * 1024 * 1024
 # the replica's own gRPC server instead (every replica runs one). On the loopback cluster that cut
 # a client's call of a method doing nothing from 6.4 to 2.7 ms at p50, and a fan-out to two
 # deployments from 10.1 to 6.9 ms (scripts/serve_overhead.py). The questions and the shards'
-# candidates go that way; calls whose replies grow with the collection (the article catalog, whole
-# articles for the web page) stay actor tasks, as gRPC refuses a message over 4 MB.
+# candidates go that way; calls whose replies grow with the collection rather than with k (the
+# article catalog, whole articles for the web page) stay actor tasks.
 # QA_SERVE_GRPC=0 (read where `qa serve` deploys, and by the client) makes every call an actor task.
 SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
 # The receiving end of a gRPC call refuses a message over 4 MB by default (Serve's
@@ -249,10 +249,12 @@ class FanOut:
 
         All shards are asked at once. A call whose replica dies (kill -9, a lost node) is asked
         again, which Serve routes to the replica replacing it, until `timeout` seconds from the
-        start; the calls only read, so asking twice is safe.
+        start; the calls only read, so asking twice is safe. `hits` and `ping` go over gRPC
+        (SERVE_GRPC), where a replica shut down mid-call also cancels it: asked again too.
 
         Raises:
-            Unavailable: a shard did not answer in time; the message names it.
+            Unavailable: a shard did not answer in time, or answered with another gRPC status;
+                the message names it.
         """
         from ray.exceptions import RayActorError
 
