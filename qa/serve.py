@@ -79,11 +79,16 @@ def _said(e: BaseException) -> str:
     return type(e).__name__ + (f": {first}" if first else "")
 
 
+def _is_grpc(e: BaseException) -> bool:
+    """A gRPC status Serve passed on as it was (grpc.aio.AioRpcError and kin)."""
+    return type(e).__module__.startswith("grpc")
+
+
 def _grpc_lost(e: BaseException) -> bool:
     """A gRPC call cut off by its replica going away: Serve says UNAVAILABLE as a RayActorError,
     but a replica shut down while answering (replaced after a failed health check) cancels it."""
     code = getattr(e, "code", None)
-    return type(e).__module__.startswith("grpc") and callable(code) and \
+    return _is_grpc(e) and callable(code) and \
         getattr(code(), "name", "") in ("CANCELLED", "UNKNOWN", "UNAVAILABLE")
 
 
@@ -274,7 +279,7 @@ class FanOut:
                     raise Unavailable(self._down(handle.deployment_name, lost)) from None
                 except Exception as e:
                     if not isinstance(e, RayActorError) and not _grpc_lost(e):
-                        if not type(e).__module__.startswith("grpc"):
+                        if not _is_grpc(e):
                             raise
                         for other in calls:  # a gRPC status that asking again will not change
                             other.cancel()
@@ -508,8 +513,7 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
             raise
         except Exception as e:
             # Anything else Serve raises (its own errors, a gRPC status) is said in one line.
-            if not isinstance(e, (RayActorError, RayServeException)) and \
-                    not type(e).__module__.startswith("grpc"):
+            if not isinstance(e, (RayActorError, RayServeException)) and not _is_grpc(e):
                 raise
             if isinstance(e, RayActorError) and time.monotonic() < deadline:
                 log.warning("the ingress replica died during a call (%s); asking again",

@@ -309,16 +309,28 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     return export(model, out, ts, step, seconds, log)
 
 
-def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=print) -> Path:
-    """Write the float16 weights that training changed and reader.json (with their sha256)."""
-    import torch
+def write_reader(out: Path, state: dict, fields: dict, trained: dict) -> Path:
+    """Write float16 weights and their reader.json (`fields`, their sha256 and the training
+    record) into out; the weights' path."""
     from safetensors.torch import save_file
 
     from .reader import CONFIG, WEIGHTS, file_sha256
 
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.trained_state().items()}
+    out.mkdir(parents=True, exist_ok=True)
     weights = out / WEIGHTS
     save_file(state, str(weights))
+    config = {**fields, "sha256": file_sha256(weights), "trained": trained}
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    return weights
+
+
+def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=print) -> Path:
+    """Write the float16 weights that training changed and reader.json (with their sha256)."""
+    import torch
+
+    from .reader import CONFIG
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.trained_state().items()}
     data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
             "articles" + (" + swapped-name negatives" if ts.perturb else "")
             + (" + the answer's adjacent sentences as negatives" if ts.context else ""))
@@ -326,9 +338,9 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from
         trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
-    config = {"base": BASE, "layers": ts.layers, "max_length": ts.max_length,
-              "context": ts.context, "sha256": file_sha256(weights), "trained": trained}
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    weights = write_reader(out, state, {"base": BASE, "layers": ts.layers,
+                                        "max_length": ts.max_length, "context": ts.context},
+                           trained)
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) after {step} steps, "
         f"{seconds / 60:.1f} min")
     return out
@@ -343,9 +355,9 @@ def average(folders: list[Path], out: Path, log=print) -> Path:
         UserError: a folder holds no reader, or the readers differ in shape.
     """
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
-    from .reader import CONFIG, WEIGHTS, file_sha256
+    from .reader import CONFIG, WEIGHTS
 
     configs, states = [], []
     for folder in folders:
@@ -363,12 +375,8 @@ def average(folders: list[Path], out: Path, log=print) -> Path:
                         f"recipe only", exit_code=2)
     mean = {k: torch.stack([st[k].float() for st in states]).mean(0).to(torch.float16).contiguous()
             for k in states[0]}
-    out.mkdir(parents=True, exist_ok=True)
-    weights = out / WEIGHTS
-    save_file(mean, str(weights))
-    config = {**{k: configs[0][k] for k in same}, "sha256": file_sha256(weights),
-              "trained": {"average_of": [c.get("trained") for c in configs]}}
-    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    weights = write_reader(out, mean, {k: configs[0][k] for k in same},
+                           {"average_of": [c.get("trained") for c in configs]})
     log(f"wrote {weights}: the mean of {len(folders)} readers")
     return out
 
