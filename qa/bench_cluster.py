@@ -386,28 +386,31 @@ def serve_split(inside: list[dict[str, float]], in_process: dict[str, float],
     From the ingress's own timings (Ingress.ask_timed): "hop" is the client's time less the
     ingress's (the handle call, the router, the reply); "encode"; "fanout" (asking every shard
     and waiting for the last: the shards' search, two hops each, the candidates' transfer);
-    "noop_fanout" (the same fan-out of a call that does nothing, Ingress.noop_fanout, asked after
-    the answer and outside its time: what Serve's calls cost apart from the search and the
-    candidates); "rest" (merging, picking,
+    "shard" (of the fan-out, the slowest shard's own work: its search and its candidates, as it
+    times them); "noop_fanout" (the same fan-out of a call that does nothing,
+    Ingress.noop_fanout, asked after the answer and outside its time: what Serve's calls cost
+    apart from the search and the candidates); "rest" (merging, picking,
     reading, JSON) is the ingress's total less encode and fan-out. Each part's p50 is its own, so
     they need not add up to the total's.
 
     >>> r = serve_split([{"client": 60.0, "total": 50.0, "encode": 8.0, "fanout": 12.0,
-    ...                   "noop_fanout": 9.0}], {"encode": 7.0, "search": 1.0, "pick": 30.0}, 2)
+    ...                   "shard": 2.0, "noop_fanout": 9.0}],
+    ...                 {"encode": 7.0, "search": 1.0, "pick": 30.0}, 2)
     >>> r["serve_ms"]
-    {'client': 60.0, 'hop': 10.0, 'encode': 8.0, 'fanout': 12.0, 'noop_fanout': 9.0, 'rest': 30.0}
+    {'client': 60.0, 'hop': 10.0, 'encode': 8.0, 'fanout': 12.0, 'shard': 2.0, 'noop_fanout': 9.0, 'rest': 30.0}
     >>> r["in_process_ms"]
     {'encode': 7.0, 'search': 1.0, 'pick': 30.0}
     """
     from .evaluation.metrics import percentile
 
     parts: dict[str, list[float]] = {p: [] for p in ("client", "hop", "encode", "fanout",
-                                                     "noop_fanout", "rest")}
+                                                     "shard", "noop_fanout", "rest")}
     for t in inside:
         parts["client"].append(t["client"])
         parts["hop"].append(t["client"] - t["total"])
         parts["encode"].append(t.get("encode", 0.0))
         parts["fanout"].append(t.get("fanout", 0.0))
+        parts["shard"].append(t.get("shard", 0.0))
         parts["noop_fanout"].append(t.get("noop_fanout", 0.0))
         parts["rest"].append(t["total"] - t.get("encode", 0.0) - t.get("fanout", 0.0))
     return {"figure": "serve_split", "shards": shards, "questions": len(inside),
@@ -448,6 +451,8 @@ def cluster_table(rows: list[dict]) -> str:
                 ["encode the question", f"{s['encode']:.1f}", f"{p['encode']:.1f}"],
                 [f"search: fan out to {r['shards']} shards and wait for all (with their search, "
                  f"and the candidates' transfer)", f"{s['fanout']:.1f}", f"{p['search']:.1f}"],
+                ["  of which the slowest shard's own work (its search and candidates)",
+                 f"{s['shard']:.1f}", "-"],
                 ["  the same fan-out of a call that does nothing (Serve's own cost; timed after "
                  "the answer)", f"{s['noop_fanout']:.1f}", "-"],
                 ["merge, pick, read, JSON", f"{s['rest']:.1f}", f"{p['pick']:.1f}"],

@@ -120,7 +120,8 @@ class Retriever:
                 sparse = self.bm25_scores(question)  # scored once, for the candidates and the fusion
                 ranked = fuse(self.dense(vec, want, allowed),
                               self.bm25(question, want, allowed, scores=sparse),
-                              self.alpha, dense_of=lambda pids: self.index.vectors[pids] @ vec,
+                              self.alpha,
+                              dense_of=lambda pids: dense_scores(self.index.vectors[pids], vec),
                               bm25_of=lambda pids: sparse[pids])
         return merge(ranked, self.index.passages, k)
 
@@ -147,7 +148,9 @@ class Retriever:
                 params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         with one_faiss_thread():
             scores, ids = self.index.faiss_index.search(qvec.reshape(1, -1), k, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        # Equal scores (the same text twice) in passage id order, as a sharded index merges them.
+        return sorted(((int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0),
+                      key=lambda x: (-x[1], x[0]))
 
     def bm25(self, question: str, k: int, allowed: np.ndarray | None = None,
              scores: np.ndarray | None = None) -> list[tuple[int, float]]:
@@ -244,6 +247,19 @@ def fuse(dense: list[tuple[int, float]], sparse: list[tuple[int, float]], alpha:
         (1 - alpha) * _minmax(np.asarray(bm25_of(pids), dtype=np.float64))
     order = np.argsort(-combined, kind="stable")
     return [(int(pids[i]), float(combined[i])) for i in order]
+
+
+def dense_scores(vectors: np.ndarray, qvec: np.ndarray) -> np.ndarray:
+    """Each row's inner product with the question's vector, as the fusion scores it: float64,
+    row by row, so a passage's score does not depend on which others are scored with it and a
+    shard (qa.shards) computes the very number one index does. (float32 matrix products differ
+    in the last bits with the rows around them.)
+
+    >>> v = np.array([[.6, .8], [1., 0.]], dtype=np.float32)
+    >>> dense_scores(v, np.array([.6, .8], dtype=np.float32)).round(6).tolist()
+    [1.0, 0.6]
+    """
+    return (np.asarray(vectors, dtype=np.float64) * np.asarray(qvec, dtype=np.float64)).sum(axis=1)
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -41,21 +42,23 @@ ASK_TIMEOUT_S = 120.0
 HEALTH_CHECK_PERIOD_S = 2.0
 # Ray passes a reply under `max_direct_call_object_size` (100 KB by default) inline and a larger
 # one through the object store, which cost 11-16 ms more per fan-out on the loopback cluster
-# (scripts/serve_payload.py). A shard's reply is about 264 KB on SQuAD (scripts/shard_payload.py),
-# so the shard replicas send replies up to this size inline (gRPC's own limit is 10 MB).
+# (scripts/serve_payload.py). A shard's reply was about 264 KB on SQuAD when it sent every
+# candidate whole, 58 KB now (scripts/shard_payload.py), and grows with k, so the shard replicas
+# send replies up to this size inline (gRPC's own limit is 10 MB). Since `hits` goes over gRPC,
+# this applies to the calls left as actor tasks.
 # QA_SHARD_INLINE_BYTES=0 leaves Ray's default.
 SHARD_INLINE_BYTES = 4 * 1024 * 1024
 # By default Serve calls a replica as a Ray actor task; a handle with `_by_reference=False` calls
 # the replica's own gRPC server instead (every replica runs one). On the loopback cluster that cut
 # a client's call of a method doing nothing from 6.4 to 2.7 ms at p50, and a fan-out to two
-# deployments from 10.1 to 6.9 ms (scripts/serve_overhead.py). The questions and the shards'
-# candidates go that way; calls whose replies grow with the collection rather than with k (the
-# article catalog, whole articles for the web page) stay actor tasks.
+# deployments from 10.1 to 6.9 ms (scripts/serve_overhead.py). The questions (the web page's
+# too) and the shards' candidates go that way; calls whose replies grow with the collection
+# rather than with k (the article catalog, an article the page asks for by id) stay actor tasks.
 # QA_SERVE_GRPC=0 (read where `qa serve` deploys, and by the client) makes every call an actor task.
 SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
 # The receiving end of a gRPC call refuses a message over 4 MB by default (Serve's
 # RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH): one shard's candidates for `--k 1000` were 5.3 MB on
-# SQuAD, and `qa ask --ray` failed. The ingress (receiving the shards' replies) and the client
+# SQuAD (every candidate whole, as shards then sent them), and `qa ask --ray` failed. The ingress (receiving the shards' replies) and the client
 # (the ingress's) take up to this. Serve reads it as it is imported: the ingress gets it in its
 # runtime_env, and this process here, before anything imports ray.serve.
 GRPC_MAX_BYTES = 1024 * 1024 * 1024
@@ -96,10 +99,14 @@ class ShardSearch:
     """A Serve deployment's class: one shard, loaded once per replica. No model: the ingress
     sends the question's vector."""
 
-    def __init__(self, path: str, first_pid: int, model: str, nprobe: int | None = None):
+    def __init__(self, path: str, first_pid: int, model: str, nprobe: int | None = None,
+                 send_extra: int | None = None):
         from .retrieve import Retriever
+        from .shards import SEND_EXTRA
         from .store import load, set_nprobe
 
+        # Candidates sent whole beyond k (shard_send_extra).
+        self.send_extra = SEND_EXTRA if send_extra is None else send_extra
         self.index = load(path, model)
         if nprobe is not None:  # `deploy` checked it against the shard's manifest
             set_nprobe(self.index, nprobe)
@@ -110,9 +117,18 @@ class ShardSearch:
     def hits(self, question: str, qvec, k: int, method: str, filters):
         from .shards import shard_hits
 
-        return shard_hits(self.retriever, self.first_pid, question,
-                          None if qvec is None else np.asarray(qvec, dtype=np.float32),
-                          k, method, filters)
+        started = time.perf_counter()
+        out = shard_hits(self.retriever, self.first_pid, question,
+                         None if qvec is None else np.asarray(qvec, dtype=np.float32),
+                         k, method, filters, send=max(0, k + self.send_extra))
+        return replace(out, ms=1000 * (time.perf_counter() - started))
+
+    def passages(self, pids: list[int]):
+        """The passages, vectors and articles of those of `pids` this shard holds: for
+        candidates the merge reaches that no shard sent whole (qa.shards.merge_shard_hits)."""
+        from .shards import shard_passages
+
+        return shard_passages(self.retriever, self.first_pid, pids)
 
     def ping(self) -> None:
         """Nothing: what a call to a shard costs in Serve itself (Ingress.ask_timed)."""
@@ -195,14 +211,15 @@ class RemoteIndex:
 
 
 class Clock:
-    """Seconds this thread's question spent encoding and waiting for the shards (Ingress.ask_timed:
-    where Serve's time goes, for `qa bench --ray`)."""
+    """Seconds this thread's question spent encoding, waiting for the shards (and of that, the
+    slowest shard's own work) and merging their candidates (Ingress.ask_timed: where Serve's time
+    goes, for `qa bench --ray`)."""
 
     def __init__(self):
         self._local = threading.local()
 
     def reset(self) -> None:
-        self._local.spent = {"encode": 0.0, "fanout": 0.0}
+        self._local.spent = {"encode": 0.0, "fanout": 0.0, "shard": 0.0, "merge": 0.0}
 
     def add(self, part: str, seconds: float) -> None:
         spent = getattr(self._local, "spent", None)
@@ -240,8 +257,9 @@ class FanOut:
         self.direct = [direct(h, grpc) for h in handles]  # for `hits` and `ping`
         self.timeout = timeout
         self.clock = clock or Clock()
-        # Fan-outs answered after asking a shard again, and failed because a shard stayed down.
-        self.counts = {"fanouts": 0, "retried": 0, "failed": 0, "replicas_lost": 0}
+        # Fan-outs answered after asking a shard again, failed because a shard stayed down, and
+        # questions whose merge asked for candidates no shard had sent whole.
+        self.counts = {"fanouts": 0, "retried": 0, "failed": 0, "replicas_lost": 0, "fetched": 0}
         self._lock = threading.Lock()
 
     def _count(self, **add: int) -> None:
@@ -264,7 +282,7 @@ class FanOut:
         from ray.exceptions import RayActorError
 
         deadline = time.monotonic() + self.timeout
-        handles = self.direct if method in ("hits", "ping") else self.handles
+        handles = self.direct if method in ("hits", "passages", "ping") else self.handles
         calls = [getattr(h, method).remote(*args) for h in handles]
         out, lost_here = [], 0
         for handle, call in zip(handles, calls):
@@ -315,8 +333,20 @@ class FanOut:
         started = time.perf_counter()
         parts = self.gather("hits", question, qvec, k, method, filters)
         self.clock.add("fanout", time.perf_counter() - started)
-        self.index.hold(parts)
-        return merge_shard_hits(parts, k, method, self.alpha, qvec)
+        self.clock.add("shard", max((p.ms for p in parts), default=0.0) / 1000)
+        started = time.perf_counter()
+        fetched: list = []
+
+        def fetch(pids: list[int]) -> list:
+            got = self.gather("passages", pids)
+            fetched.extend(got)
+            self._count(fetched=1)
+            return got
+
+        hits = merge_shard_hits(parts, k, method, self.alpha, fetch)
+        self.index.hold(parts + fetched)
+        self.clock.add("merge", time.perf_counter() - started)
+        return hits
 
 
 class Ingress:
@@ -416,6 +446,25 @@ def shard_inline_bytes() -> int:
     return int(raw)
 
 
+def shard_send_extra() -> int:
+    """How many candidates beyond k each shard sends whole (passage, vector, article):
+    qa.shards.SEND_EXTRA, or QA_SHARD_SEND_EXTRA when set. A large number sends every candidate
+    whole, as shards did before; a negative one fewer than k, so the merge fetches (for tests).
+
+    Raises:
+        UserError: QA_SHARD_SEND_EXTRA is not a whole number.
+    """
+    from .shards import SEND_EXTRA
+
+    raw = os.environ.get("QA_SHARD_SEND_EXTRA", "").strip()
+    if not raw:
+        return SEND_EXTRA
+    if not re.fullmatch(r"-?\d+", raw):
+        raise UserError(f"QA_SHARD_SEND_EXTRA must be a whole number of candidates (default "
+                        f"{SEND_EXTRA}), got {raw!r}")
+    return int(raw)
+
+
 def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
            cpus_per_replica: float = 0.25, shard_timeout: float = SHARD_TIMEOUT_S) -> dict:
     """Run the app on the cluster (replacing a running one): a deployment per shard, the ingress.
@@ -443,6 +492,7 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     serve.start(proxy_location="Disabled")
     options: dict[str, Any] = {"num_cpus": cpus_per_replica}
     inline = shard_inline_bytes()
+    send_extra = shard_send_extra()
     shard_options = {**options, "runtime_env": {"env_vars": {
         "RAY_max_direct_call_object_size": str(inline)}}} if inline else options
     shard_apps = []
@@ -451,7 +501,7 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
                                     ray_actor_options=shard_options,
                                     health_check_period_s=HEALTH_CHECK_PERIOD_S)
         shard_apps.append(dep.bind(str(index.build_dir / entry["path"]), entry["first_pid"],
-                                   index.model, settings.nprobe))
+                                   index.model, settings.nprobe, send_extra))
     fields = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
     fields["index_dir"] = str(fields["index_dir"])
     ingress_options = {**options, "runtime_env": {"env_vars": {
@@ -621,6 +671,7 @@ class RemoteQA:
         from .store import Manifest
 
         self.address, self.handle = address, handle
+        self.direct = direct(handle)  # for ask_page: its reply grows with k, not the collection
         self.settings = Settings(**info["settings"])
         articles = RemoteArticles(info["articles"], self._article)
         self.index = RemoteCatalog(Manifest.from_json(info["manifest"]), articles)
@@ -636,7 +687,7 @@ class RemoteQA:
             UserError: as QA.ask.
             Unavailable: a shard or the app is down; the message names it.
         """
-        got = result(self.address, lambda: self.handle.ask_page.remote(question, k, retriever,
+        got = result(self.address, lambda: self.direct.ask_page.remote(question, k, retriever,
                                                                         filters, history))
         self.index.articles.remember(got["articles"])
         return RemoteResult(got["json"], tuple(got["sentences"]))

@@ -11,9 +11,13 @@ is its shard's `first_pid` plus its id in the shard, and equals its id in a sing
 The merge is exact, not approximate: each shard returns its own best `want` passages by each
 retriever (`shard_hits`), and the best `want` of the collection are among those. The merge
 (`merge_shard_hits`) then fuses and de-duplicates exactly as `Retriever.search` does, from the
-same float inputs: the candidates' vectors (so the dense scores of the fusion are the same
-product) and their BM25 scores (the same, since shards score with the collection's statistics).
-Ties are broken by the smaller passage id on both sides.
+same float inputs: each candidate's dense score (`retrieve.dense_scores`, computed row by row, so
+the shard's number is the one index's) and its BM25 score (the same, since shards score with the
+collection's statistics). Ties are broken by the smaller passage id on both sides.
+
+A shard sends every candidate's scores but the passage, vector and article of only its best
+k + SEND_EXTRA by its own fusion: the answer's passages are almost always among those, and the
+rest are most of a reply's bytes. The merge fetches any other it reaches (`shard_passages`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .bm25corpus import add_stats, corpus_stats_part
-from .retrieve import MIN_CANDIDATES, Filters, Retriever, fuse, merge
+from .retrieve import MIN_CANDIDATES, Filters, Retriever, dense_scores, fuse, merge
 from .settings import UserError, check_k, check_retriever
 from .store import (FORMAT_VERSION, Index, IndexLoadError, Manifest, _digest, _read_manifest,
                     index_fields, is_stale, load, write_build)
@@ -260,26 +264,40 @@ def open_index(index_dir: Path | str, model: str | None = None) -> Index | Shard
 
 @dataclass(frozen=True)
 class ShardHits:
-    """One shard's answer to a question: its best passages by each retriever, and what the merge
-    needs of each candidate (the passage, its vector, its BM25 score). Ids are global."""
+    """One shard's answer to a question, ids global: its best passages by each retriever, every
+    candidate's two scores for the fusion, and the passage, vector and article of only the
+    candidates likely to reach the answer (`shard_hits`'s `send`); the merge asks for any other it
+    needs (`shard_passages`)."""
 
     allowed: int
     dense: list[tuple[int, float]]
     sparse: list[tuple[int, float]]
+    cosine: dict[int, float]  # the fusion's dense score (retrieve.dense_scores)
+    bm25: dict[int, float]
     passages: dict[int, Passage]
     vectors: dict[int, np.ndarray]
-    bm25: dict[int, float]
     articles: dict[str, Article]
+    ms: float = 0.0  # what building it took the shard (Serve sets it: Ingress.ask_timed's split)
+
+
+# Beyond k, how many of a shard's candidates, in its own fused order, come with their passage,
+# vector and article. A candidate the merge needs and did not get is asked for again, so this
+# trades reply size against a second round trip, not correctness (README, "The candidates'
+# payload").
+SEND_EXTRA = 8
 
 
 def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.ndarray | None,
-               k: int, method: str, filters: Filters | None = None) -> ShardHits:
+               k: int, method: str, filters: Filters | None = None,
+               send: int | None = None) -> ShardHits:
     """A shard's candidates for a question (see the module docstring).
 
     Args:
         retriever: the shard's Retriever.
         first_pid: the shard's first passage id in the collection.
         question, qvec, k, method, filters: as Retriever.search.
+        send: how many candidates, best first by this shard's own fusion, come whole (default
+            k + SEND_EXTRA; None of the others' texts, vectors or articles).
     """
     allowed = retriever.allowed(filters)
     n = len(retriever.index.passages) if allowed is None else len(allowed)
@@ -294,22 +312,49 @@ def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.nda
         if method != "dense":
             scores = retriever.bm25_scores(question)
             sparse = retriever.bm25(question, want, allowed, scores=scores)
-    local = sorted({p for p, _ in dense} | {p for p, _ in sparse})
+    local = np.array(sorted({p for p, _ in dense} | {p for p, _ in sparse}), dtype=np.int64)
     index = retriever.index
-    passages = {first_pid + p: replace(index.passages[p], pid=first_pid + p) for p in local}
-    return ShardHits(
-        allowed=n,
+    cosine: dict[int, float] = {}
+    if method == "hybrid" and len(local):
+        assert qvec is not None
+        cosine = dict(zip(local.tolist(), dense_scores(index.vectors[local], qvec).tolist()))
+    bm25 = {int(p): scores[p] for p in local} if scores is not None else {}
+    if method == "dense":
+        ranked = dense
+    elif method == "bm25":
+        ranked = sparse
+    else:
+        ranked = fuse(dense, sparse, retriever.alpha,
+                      dense_of=lambda pids: np.array([cosine[p] for p in pids]),
+                      bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
+    whole = shard_passages(retriever, first_pid, [first_pid + p for p, _ in
+                                                  ranked[:k + SEND_EXTRA if send is None else send]])
+    return replace(
+        whole, allowed=n,
         dense=[(first_pid + p, s) for p, s in dense],
         sparse=[(first_pid + p, s) for p, s in sparse],
-        passages=passages,
-        vectors={first_pid + p: index.vectors[p] for p in local},
-        bm25={first_pid + p: scores[p] for p in local} if scores is not None else {},
-        articles={q.doc_id: index.articles[q.doc_id] for q in passages.values()})
+        cosine={first_pid + p: s for p, s in cosine.items()},
+        bm25={first_pid + p: s for p, s in bm25.items()})
+
+
+def shard_passages(retriever: Retriever, first_pid: int, pids) -> ShardHits:
+    """The passages, vectors and articles of those of `pids` (global ids) this shard holds."""
+    index = retriever.index
+    local = [p - first_pid for p in pids if 0 <= p - first_pid < len(index.passages)]
+    passages = {first_pid + p: replace(index.passages[p], pid=first_pid + p) for p in local}
+    return ShardHits(allowed=0, dense=[], sparse=[], cosine={}, bm25={}, passages=passages,
+                     vectors={first_pid + p: index.vectors[p] for p in local},
+                     articles={q.doc_id: index.articles[q.doc_id] for q in passages.values()})
 
 
 def merge_shard_hits(parts: list[ShardHits], k: int, method: str, alpha: float,
-                     qvec: np.ndarray | None) -> list[Hit]:
-    """Every shard's candidates -> the collection's top-k hits, as Retriever.search ranks them."""
+                     fetch=None) -> list[Hit]:
+    """Every shard's candidates -> the collection's top-k hits, as Retriever.search ranks them.
+
+    `fetch(pids)` -> ShardHits of every shard holding some of `pids` (`shard_passages`): asked
+    for candidates the merge reaches whose passages no shard sent. Their vectors and articles go
+    with them, so the caller keeps what it fetched (Serve's ingress holds it for the picker).
+    """
     n = sum(p.allowed for p in parts)
     if n == 0:
         return []
@@ -319,11 +364,11 @@ def merge_shard_hits(parts: list[ShardHits], k: int, method: str, alpha: float,
         return sorted((x for xs in lists for x in xs), key=lambda x: (-x[1], x[0]))[:want]
 
     passages: dict[int, Passage] = {}
-    vectors: dict[int, np.ndarray] = {}
+    cosine: dict[int, float] = {}
     bm25: dict[int, float] = {}
     for part in parts:
         passages.update(part.passages)
-        vectors.update(part.vectors)
+        cosine.update(part.cosine)
         bm25.update(part.bm25)
     dense, sparse = best(p.dense for p in parts), best(p.sparse for p in parts)
     if method == "dense":
@@ -331,11 +376,21 @@ def merge_shard_hits(parts: list[ShardHits], k: int, method: str, alpha: float,
     elif method == "bm25":
         ranked = sparse
     else:
-        assert qvec is not None
         ranked = fuse(dense, sparse, alpha,
-                      dense_of=lambda pids: np.stack([vectors[p] for p in pids]) @ qvec,
+                      dense_of=lambda pids: np.array([cosine[p] for p in pids]),
                       bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
-    return merge(ranked, passages, k)  # type: ignore[arg-type]  # a dict by global id
+    while True:
+        try:
+            return merge(ranked, passages, k)  # type: ignore[arg-type]  # a dict by global id
+        except KeyError as e:  # a candidate no shard sent whole: fetch it and those after it
+            if fetch is None:
+                raise
+            missing = e.args[0]
+            at = next(i for i, (p, _) in enumerate(ranked) if p == missing)
+            for part in fetch([p for p, _ in ranked[at:at + 2 * k] if p not in passages]):
+                passages.update(part.passages)
+            if missing not in passages:  # no shard holds it: a shard answered for another index
+                raise RuntimeError(f"no shard returned passage {missing}, which one of them ranked")
 
 
 class ShardedRetriever:
@@ -360,4 +415,9 @@ class ShardedRetriever:
             qvec = self.encoder.encode([question])[0]
         parts = [shard_hits(r, first, question, qvec, k, method, filters)
                  for r, first in zip(self.shards, self.index.first_pids)]
-        return merge_shard_hits(parts, k, method, self.alpha, qvec)
+        return merge_shard_hits(parts, k, method, self.alpha, fetch=self.passages)
+
+    def passages(self, pids) -> list[ShardHits]:
+        """merge_shard_hits's `fetch`: the passages no shard sent whole."""
+        return [shard_passages(r, first, pids)
+                for r, first in zip(self.shards, self.index.first_pids)]

@@ -3,7 +3,8 @@ two "shard" deployments at once for a reply of N bytes, as the ingress asks the 
 (`qa.serve.FanOut.gather`), and times the fan-out inside its replica. Ray passes a reply under
 100 KB inline and a larger one through the object store (`max_direct_call_object_size`).
 
-Usage: PYTHONPATH=$PWD python scripts/serve_payload.py ADDRESS [ROUNDS]
+Usage: PYTHONPATH=$PWD python scripts/serve_payload.py ADDRESS [ROUNDS] [INLINE_BYTES] [grpc]
+  ("grpc": the caller asks over Serve's gRPC path, as `qa.serve.direct` does; else as actor tasks)
   (a cluster as in README, "Measured with `qa bench --ray`"; the app is deleted at the end)
 """
 
@@ -21,7 +22,8 @@ def main(address: str, rounds: int) -> None:
     connect(address)
     from ray import serve
 
-    inline = sys.argv[3] if len(sys.argv) > 3 else ""
+    inline = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] != "0" else ""
+    grpc = "grpc" in sys.argv[4:]
     blob_options: dict = {"num_cpus": 0.25}
     if inline:
         blob_options["runtime_env"] = {"env_vars": {"RAY_max_direct_call_object_size": inline}}
@@ -34,7 +36,9 @@ def main(address: str, rounds: int) -> None:
     @serve.deployment(ray_actor_options={"num_cpus": 0.25})
     class Caller:
         def __init__(self, *blobs):
-            self.blobs = blobs
+            from qa.serve import direct
+
+            self.blobs = [direct(b, grpc) for b in blobs]
 
         def fanout(self, n: int, rounds: int) -> list[float]:
             times = []
@@ -51,7 +55,7 @@ def main(address: str, rounds: int) -> None:
     handle = serve.run(Caller.bind(*blobs), name=APP, route_prefix=None)
     try:
         handle.fanout.remote(1000, 20).result(timeout_s=120)  # warm up
-        print(f"fan-out to 2 deployments, p50 / p95 ms of {rounds} rounds, by reply size:")
+        print(f"fan-out to 2 deployments {'over gRPC' if grpc else 'as actor tasks'}, p50 / p95 ms of {rounds} rounds, by reply size:")
         for n in SIZES:
             times = sorted(handle.fanout.remote(n, rounds).result(timeout_s=600))
             p50, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]

@@ -1,5 +1,6 @@
-"""What one shard sends the Serve ingress per question, and what it costs to pickle: the
-candidates' passages, vectors and whole articles (`qa.shards.shard_hits`). Ray passes a task's
+"""What one shard sends the Serve ingress per question, and what it costs to pickle
+(`qa.shards.shard_hits`): every candidate's scores, and the passages, vectors and whole articles
+of its best k + SEND_EXTRA; beside it, the same with every candidate sent whole (as before). Ray passes a task's
 reply inline when it is under 100 KB (`max_direct_call_object_size`) and through the object
 store above that.
 
@@ -13,7 +14,6 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import replace
 
 from qa.embed import load_encoder
 from qa.retrieve import Retriever
@@ -45,17 +45,13 @@ def main(index_dir: str, questions_path: str, n: int) -> None:
             start = time.perf_counter()
             hits = shard_hits(retriever, first, question, qvec, K, "hybrid")
             search = time.perf_counter() - start
-            bare = replace(hits, vectors={}, articles={})
+            whole = shard_hits(retriever, first, question, qvec, K, "hybrid", send=10**9)
             rows.append({
-                "search ms": 1000 * search, "candidates": len(hits.passages),
-                "articles": len(hits.articles), "bytes": size(hits),
-                "without vectors": size(replace(hits, vectors={})),
-                "without articles": size(replace(hits, articles={})),
-                "without both": size(bare),
-                "without both and passage texts": size(replace(bare, passages={
-                    p: replace(x, text="") for p, x in hits.passages.items()})),
+                "search ms": 1000 * search, "candidates": len(whole.passages),
+                "sent whole": len(hits.passages), "articles": len(hits.articles),
+                "bytes": size(hits), "every candidate whole": size(whole),
                 "pickle+unpickle ms": 1000 * round_trip(hits),
-                "the same without both ms": 1000 * round_trip(bare)})
+                "the same, every candidate whole": 1000 * round_trip(whole)})
     print(f"one shard's reply, median of {len(rows)} ({len(questions)} questions x "
           f"{len(retrievers)} shards, k={K}, hybrid):")
     for key in rows[0]:

@@ -224,5 +224,6 @@ def test_bench_ray_on_a_two_node_cluster(ray_cluster, tmp_path, capsys):
     assert all(r["questions"] == 10 and 0 < r["p50_ms"] <= r["p95_ms"] for r in by["latency"])
     split = by["serve_split"][0]["serve_ms"]  # the no-op fan-out is timed apart from the answers
     assert split["noop_fanout"] > 0 and 0 < split["hop"] < split["client"]
+    assert 0 < split["shard"] < split["fanout"]  # the shards time their own work
     assert json.loads((tmp_path / "ray.json").read_text()) == rows
     assert "| Ray " in (tmp_path / "ray.md").read_text()

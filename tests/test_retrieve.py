@@ -102,6 +102,32 @@ def test_filters_select_passages(filters, pids):
     assert (got is None and pids is None) or got.tolist() == pids
 
 
+def test_dense_orders_equal_scores_by_passage_id():
+    """The same text twice scores the same; FAISS returns such ties in no set order, and a
+    sharded index merges them by passage id, so one index orders them so too."""
+    import faiss
+
+    index = fake_index()
+    flat = faiss.IndexFlatIP(2)  # its heap returns these ties largest id first
+    flat.add(np.array([[1, 0], [.6, .8], [1, 0], [.6, .8]], dtype=np.float32))
+    index.faiss_index = flat
+    got = Retriever(index, encoder=None).dense(np.array([1, 0], dtype=np.float32), 4)
+    assert [p for p, _ in got] == [0, 2, 1, 3]
+    assert [round(s, 6) for _, s in got] == [1.0, 1.0, 0.6, 0.6]
+
+
+def test_dense_scores_do_not_depend_on_the_rows_scored_beside():
+    from qa.retrieve import dense_scores
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((300, 384)).astype(np.float32)
+    qvec = rng.standard_normal(384).astype(np.float32)
+    every = dense_scores(vectors, qvec)
+    for rows in (rng.choice(300, 40, replace=False), np.array([7]), np.arange(299, -1, -3)):
+        assert dense_scores(vectors[rows], qvec).tolist() == every[rows].tolist()  # bit for bit
+    np.testing.assert_allclose(every, vectors.astype(np.float64) @ qvec.astype(np.float64))
+
+
 # ---------------------------------------------------------------- real model, real index
 
 @pytest.fixture(scope="module")

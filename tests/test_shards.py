@@ -124,6 +124,71 @@ def test_sharded_in_process_answers_as_one_index(sharded, seeds_index, engine, e
     assert same_answers(engine, other, questions, ("hybrid", "dense", "bm25")) == []
 
 
+class _LocalShard:
+    """A fake shard deployment handle answering with a real shard in this process, as
+    ShardSearch does, sending `send` candidates whole (qa.shards.shard_hits)."""
+
+    def __init__(self, retriever, first_pid: int, send: int | None, name: str):
+        from qa.shards import shard_hits, shard_passages
+
+        self.deployment_name, self.asked = name, []
+
+        class _Method:
+            def __init__(me, name, run):
+                me.name, me.run = name, run
+
+            def remote(me, *args):
+                self.asked.append(me.name)
+                return _Response(me.run(*args))
+
+        self.hits = _Method("hits", lambda q, v, k, m, f: shard_hits(retriever, first_pid, q, v,
+                                                                      k, m, f, send=send))
+        self.passages = _Method("passages", lambda pids: shard_passages(retriever, first_pid,
+                                                                        pids))
+
+    def options(self, _by_reference=True):
+        return self
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("send", [None, 0])
+def test_the_fanout_merges_as_one_index_and_fetches_what_no_shard_sent_whole(
+        sharded, engine, encoder, questions, send):
+    """Shards send k + SEND_EXTRA candidates whole (passage, vector, article) and the rest as
+    scores; the merge fetches any it reaches that none sent (all of them with send=0). Either
+    way the fan-out's hits are one index's, and the picker finds every hit's vector and article."""
+    from qa.retrieve import Retriever
+    from qa.serve import FanOut, RemoteIndex
+    from qa.shards import SEND_EXTRA, shard_hits
+
+    index = load_sharded(sharded[4])
+    retrievers = [Retriever(s, encoder) for s in index.shards]
+    handles = [_LocalShard(r, first, send, f"shard-{i:03d}")
+               for i, (r, first) in enumerate(zip(retrievers, index.first_pids))]
+    remote = RemoteIndex(sharded[4])
+    fan = FanOut(remote, handles, encoder, engine.retriever.alpha)
+    asked = [q for q in questions if q.get("answerable", True)][:25]
+    for q in asked:
+        qvec = encoder.encode([q["question"]])[0]
+        for method in ("hybrid", "dense", "bm25"):
+            got = fan.search(q["question"], k=10, method=method, qvec=qvec)
+            want = engine.retriever.search(q["question"], k=10, method=method, qvec=qvec)
+            assert [h.passage for h in got] == [h.passage for h in want], (q["id"], method)
+            assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-9)
+            pids = [h.passage.pid for h in got]
+            np.testing.assert_array_equal(remote.vectors[pids], engine.index.vectors[pids])
+            for h in got:
+                assert remote.articles[h.passage.doc_id] == engine.index.articles[h.passage.doc_id]
+        one = shard_hits(retrievers[0], 0, q["question"], qvec, 10, "hybrid", send=send)
+        assert len(one.passages) <= (10 + SEND_EXTRA if send is None else 0)
+        assert set(one.cosine) == set(one.bm25) == {p for p, _ in one.dense + one.sparse}
+    fetches = sum(h.asked.count("passages") for h in handles)
+    if send == 0:  # every question's merge had to ask, once, each shard
+        assert fan.counts["fetched"] == len(asked) * 3 and fetches == 4 * len(asked) * 3
+    else:
+        assert fan.counts["fetched"] == fetches // 4 < len(asked)
+
+
 @pytest.mark.slow
 def test_each_shard_is_a_normal_index(sharded, encoder):
     root = sharded[2]
@@ -382,17 +447,26 @@ def test_squad_questions_answer_as_one_index_in_shards_and_through_serve(ray_clu
     assert count_differences(one, two)["any"] == 0, count_differences(one, two)
     try:
         # The ingress takes the shards' candidates over gRPC up to serve.GRPC_MAX_BYTES, given in
-        # its runtime_env. Below one shard's reply here (about 190 KB at k = 10), the question
+        # its runtime_env. Below one shard's reply here (tens of KB at k = 10), the question
         # fails, in one line naming the shard; at the default (1 GB) every question is answered.
         from qa.settings import Unavailable
 
         with monkeypatch.context() as m:
-            m.setattr(serve, "GRPC_MAX_BYTES", 100_000)
+            m.setattr(serve, "GRPC_MAX_BYTES", 10_000)
             serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
             with pytest.raises(Unavailable, match=r"^shard-00\d failed to answer \(AioRpcError: "
-                                                  r".*larger than max \(\d+ vs\. 100000\)+; no "
+                                                  r".*larger than max \(\d+ vs\. 10000\)+; no "
                                                   r"answer is given from the other shards alone$"):
                 serve.ask(ray_cluster, asked[0]["question"], k=10)
+        # Shards that send none of their candidates whole: every merge fetches the passages it
+        # reaches (over gRPC, `ShardSearch.passages`), and the answers are the same.
+        with monkeypatch.context() as m:
+            m.setenv("QA_SHARD_SEND_EXTRA", "-1000")
+            serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
+            few = asked[:20]
+            fetched = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in few}
+            assert count_differences({i: one[i] for i in fetched}, fetched)["any"] == 0
+            assert serve.app_handle(ray_cluster).stats.remote().result()["fetched"] == len(few)
         serve.deploy(ray_cluster, tmp_path / "index-4", Settings(index_dir=tmp_path / "index-4"))
         some = random.Random(1).sample(asked, 150)
         four = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in some}
@@ -488,6 +562,29 @@ def test_shard_inline_bytes_from_the_environment(monkeypatch, raw, expected):
     assert shard_inline_bytes() == expected
 
 
+@pytest.mark.parametrize("raw, expected", [(None, 8), ("0", 0), (" 100000 ", 100_000),
+                                           ("-1000", -1000)])
+def test_shard_send_extra_from_the_environment(monkeypatch, raw, expected):
+    from qa.serve import shard_send_extra
+    from qa.shards import SEND_EXTRA
+
+    assert SEND_EXTRA == 8
+    if raw is None:
+        monkeypatch.delenv("QA_SHARD_SEND_EXTRA", raising=False)
+    else:
+        monkeypatch.setenv("QA_SHARD_SEND_EXTRA", raw)
+    assert shard_send_extra() == expected
+
+
+@pytest.mark.parametrize("raw", ["all", "8.5", "--1"])
+def test_a_bad_shard_send_extra_is_named(monkeypatch, raw):
+    from qa.serve import shard_send_extra
+
+    monkeypatch.setenv("QA_SHARD_SEND_EXTRA", raw)
+    with pytest.raises(UserError, match="QA_SHARD_SEND_EXTRA must be a whole number"):
+        shard_send_extra()
+
+
 @pytest.mark.parametrize("raw", ["1MB", "-1", "1e6"])
 def test_a_bad_shard_inline_bytes_is_named(monkeypatch, raw):
     from qa.serve import shard_inline_bytes
@@ -505,7 +602,8 @@ def test_fanout_asks_again_a_shard_whose_replica_died():
     fan = _fanout(one, two)
     assert fan.gather("hits", "q") == ["a", "b"]
     assert len(two.calls) == 2 and len(one.calls) == 1
-    assert fan.counts == {"fanouts": 1, "retried": 1, "failed": 0, "replicas_lost": 1}
+    assert fan.counts == {"fanouts": 1, "retried": 1, "failed": 0, "replicas_lost": 1,
+                          "fetched": 0}
 
 
 def test_fanout_asks_for_candidates_over_grpc_and_for_the_catalog_by_actor_task(monkeypatch):
