@@ -71,6 +71,7 @@ class TrainSettings:
     perturb: float = 0.5  # share of answerable questions that also give a swapped-name negative
     init: str = ""  # a reader folder to start from instead of the base weights
     context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
+    contrast: float = 0.0  # share of answerable questions that also give an antonym/negation one
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -116,6 +117,59 @@ def swapped_question(question: str, sentence: str, names: set[str], numbers: set
     return re.sub(rf"\b{re.escape(old)}\b", rng.choice(pool), question, count=1)
 
 
+# Words a question can be turned into its opposite with. SQuAD 2.0's writers made many of its
+# unanswerable questions so, from a sentence that answers the question before the change: an
+# antonym of a word the sentence holds, or a negation (Rajpurkar et al. 2018 count 20% and 9%).
+_OPPOSITES = [("first", "last"), ("largest", "smallest"), ("biggest", "smallest"),
+              ("highest", "lowest"), ("most", "least"), ("more", "less"), ("before", "after"),
+              ("earliest", "latest"), ("oldest", "youngest"), ("longest", "shortest"),
+              ("maximum", "minimum"), ("increase", "decrease"), ("increased", "decreased"),
+              ("rose", "fell"), ("north", "south"), ("east", "west"),
+              ("northern", "southern"), ("eastern", "western"), ("upper", "lower"),
+              ("above", "below"), ("won", "lost"), ("win", "lose"), ("major", "minor"),
+              ("majority", "minority"), ("public", "private"), ("positive", "negative"),
+              ("internal", "external"), ("male", "female"), ("best", "worst"), ("early", "late"),
+              ("began", "ended"), ("legal", "illegal"), ("strong", "weak"), ("high", "low"),
+              ("large", "small"), ("inside", "outside"), ("modern", "ancient"),
+              ("success", "failure"), ("successful", "unsuccessful"), ("allowed", "banned"),
+              ("accepted", "rejected"), ("support", "oppose"), ("supported", "opposed")]
+OPPOSITE = {a: b for a, b in _OPPOSITES} | {b: a for a, b in _OPPOSITES}
+_COPULA = re.compile(r"\b(is|was|are|were)\b")
+_NEGATION = re.compile(r"\b(not|no|never|none|nor|cannot)\b|n't\b", re.IGNORECASE)
+
+
+def contrast_question(question: str, sentence: str, rng: random.Random) -> str | None:
+    """The question turned into its opposite, so that `sentence`, which answered it, no longer
+    does: a word the sentence holds swapped for its antonym ("What is the largest ...?" ->
+    "smallest"), or else "not" after its first "is", "was", "are" or "were" ("What was built"
+    -> "What was not built"). None when neither applies, or when the sentence itself negates (its answer could
+    then fit the negated question).
+
+    >>> rng = random.Random(0)
+    >>> contrast_question("Which city is the largest?", "Lagos is the largest city.", rng)
+    'Which city is the smallest?'
+    >>> contrast_question("What was built in 1901?", "A mill was built in 1901.", rng)
+    'What was not built in 1901?'
+    >>> contrast_question("What was built in 1901?", "No mill was built then.", rng) is None
+    True
+    """
+    if _NEGATION.search(question) or _NEGATION.search(sentence):
+        return None
+    held = {w.lower() for w in re.findall(r"[A-Za-z]+", sentence)}
+    spots = [m for m in re.finditer(r"[A-Za-z]+", question)
+             if m.group().lower() in OPPOSITE and m.group().lower() in held
+             and OPPOSITE[m.group().lower()] not in held]
+    if spots:
+        m = rng.choice(spots)
+        new = OPPOSITE[m.group().lower()]
+        new = new.capitalize() if m.group()[0].isupper() else new
+        return question[:m.start()] + new + question[m.end():]
+    aux = _COPULA.search(question)
+    if aux is None:
+        return None
+    return question[:aux.end()] + " not" + question[aux.end():]
+
+
 def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: int,
           label: int) -> Pair:
     """Sentence j of a paragraph, with its neighbours, as a labelled pair."""
@@ -125,10 +179,13 @@ def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: 
 
 
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
-                  repeat: int = 1, perturb: float = 0.0, adjacent: bool = False) -> list[Pair]:
+                  repeat: int = 1, perturb: float = 0.0, adjacent: bool = False,
+                  contrast: float = 0.0) -> list[Pair]:
     """Labelled pairs of one SQuAD article (see the module docstring). With `adjacent`, the
     sentences just before and after the answer are negatives too: a reader that reads
-    neighbours as context sees the answer in theirs, and must learn that it is not theirs."""
+    neighbours as context sees the answer in theirs, and must learn that it is not theirs.
+    `contrast` of the answerable questions also give their answer sentence as a negative of the
+    question turned into its opposite (contrast_question)."""
     title = title_text(article["title"])
     names: set[str] = set()
     numbers: set[str] = set()
@@ -165,6 +222,10 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
                 swapped = swapped_question(q, ctx[spans[g][0]:spans[g][1]], names, numbers, rng)
                 if swapped:
                     out.append(_pair(swapped, title, ctx, spans, g, 0))
+            if contrast and rng.random() < contrast:
+                flipped = contrast_question(q, ctx[spans[g][0]:spans[g][1]], rng)
+                if flipped:
+                    out.append(_pair(flipped, title, ctx, spans, g, 0))
             same = [j for j in ranked if j != g]
             if same:
                 out.append(_pair(q, title, ctx, spans, same[0], 0))
@@ -197,7 +258,8 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
     from tqdm import tqdm
 
     for article in tqdm(train, desc="SQuAD 1.1 train articles", file=sys.stderr):
-        pairs += article_pairs(article, rng, perturb=ts.perturb, adjacent=ts.context > 0)
+        pairs += article_pairs(article, rng, perturb=ts.perturb, adjacent=ts.context > 0,
+                               contrast=ts.contrast)
     v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
     n1 = len(pairs)
     for article in v2_train:
@@ -333,6 +395,7 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.trained_state().items()}
     data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
             "articles" + (" + swapped-name negatives" if ts.perturb else "")
+            + (" + antonym and negation negatives" if ts.contrast else "")
             + (" + the answer's adjacent sentences as negatives" if ts.context else ""))
     trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
@@ -480,6 +543,10 @@ def add_arguments(p) -> None:
                    help="share of answerable questions that also give a negative: the question "
                         "with a name or number of its answer sentence swapped for another "
                         "(default %(default)s)")
+    p.add_argument("--contrast", type=float, default=TrainSettings.contrast,
+                   help="share of answerable questions that also give a negative: the question "
+                        "turned into its opposite (an antonym of its answer sentence's word, or "
+                        "a negation) with that sentence (default %(default)s)")
     p.add_argument("--context", type=int, default=0,
                    help="words of each neighbouring sentence to read with a sentence (default "
                         "0: the sentence alone); give --max-length room for them")
@@ -503,13 +570,15 @@ def run(args) -> int:
     if args.context < 0 or args.max_length < 16:
         raise UserError(f"--context must be 0 or more and --max-length at least 16, not "
                         f"{args.context} and {args.max_length}", exit_code=2)
-    if not 0 <= args.perturb <= 1:
-        raise UserError(f"--perturb must be from 0 to 1, not {args.perturb}", exit_code=2)
+    for name in ("perturb", "contrast"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise UserError(f"--{name} must be from 0 to 1, not {getattr(args, name)}",
+                            exit_code=2)
     if args.init and not (args.init / "reader.safetensors").is_file():
         raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
                         f"qa train-reader wrote, such as qa/reader", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
-                       perturb=args.perturb, init=str(args.init or ""), lr=args.lr, seed=args.seed,
+                       perturb=args.perturb, contrast=args.contrast, init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length)
     def log(m):
         print(m, file=sys.stderr, flush=True)

@@ -103,6 +103,33 @@ def test_article_pairs_with_perturb_add_swapped_negatives_of_the_answer_sentence
     assert all(p.sentence in gold for p in swapped)
 
 
+def test_article_pairs_with_contrast_add_the_answer_sentence_against_the_opposite_question():
+    pairs = article_pairs(ARTICLE, random.Random(0), contrast=1.0)
+    plain = article_pairs(ARTICLE, random.Random(0))
+    assert pairs[:len(plain)] != plain or len(pairs) > len(plain)
+    flipped = {(p.question, p.sentence) for p in pairs if p.label == 0} - \
+        {(p.question, p.sentence) for p in plain}
+    # "Which team won Super Bowl 50?" against "The Denver Broncos defeated ...": no antonym of
+    # the sentence's words and no "is/was" in the question, so nothing; "Who was named MVP?"
+    # gets its negation, against the sentence that answered it.
+    assert flipped == {("Who was not named MVP?", "Cam Newton was named the league MVP.")}
+    assert article_pairs(ARTICLE, random.Random(0), contrast=0.0) == plain
+
+
+@pytest.mark.parametrize("question, sentence, expected", [
+    ("Who won the first title?", "Ajax won the first title in 1900.", "Who won the last title?"),
+    ("First, who came?", "First, Ajax came.", "Last, who came?"),  # the capital kept
+    ("Who came first?", "Ajax came first and Bo came last.", None),  # it holds both
+    ("Who got the largest prize?", "Ajax got a prize.", None),  # the sentence lacks the word
+    ("Which is the city?", "It is not a city.", None),  # the sentence negates
+    ("Who isn't there?", "Ajax is there.", None),  # the question already negates
+])
+def test_contrast_question_turns_a_question_into_its_opposite(question, sentence, expected):
+    from qa.train_reader import contrast_question
+
+    assert contrast_question(question, sentence, random.Random(0)) == expected
+
+
 @pytest.fixture(scope="module")
 def tiny_reader(tmp_path_factory) -> Path:
     """A reader trained for a few real steps on a handful of pairs."""
@@ -204,6 +231,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "holds no reader.safetensors" in capsys.readouterr().err
     assert main(["train-reader", "--perturb", "1.5", "--out", str(tmp_path / "o")]) == 2
     assert "--perturb must be from 0 to 1" in capsys.readouterr().err
+    assert main(["train-reader", "--contrast", "-0.1", "--out", str(tmp_path / "o")]) == 2
+    assert "--contrast must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--context", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--context must be 0 or more" in capsys.readouterr().err
 
