@@ -5,7 +5,7 @@
 # About an hour on 2 cores. Usage: bash scripts/reader_figures.sh [calibrate|eval|all]
 # MAX_WRONG: the share of answerable tuning questions allowed to abstain, one for every set or
 # one each for the seeds, SQuAD 1.1 and SQuAD 2.0, space-separated (default "0.05 0.03 0.03",
-# as shipped); CANDIDATES: the sentences the reader reads (default 3, as shipped);
+# as shipped); CANDIDATES: the sentences the reader reads (default 4, as shipped);
 # PICKERS: which pickers eval scores (default "default none"; "default" alone skips the feature picker);
 # READER: the reader folder to calibrate (default qa/reader, the packaged one; put it in PICKERS to eval it).
 set -euo pipefail
@@ -27,7 +27,7 @@ fi
 if [ "${1:-all}" != eval ]; then
   # Tuning only: the seeds' first 72 questions (not the nm* ones), SQuAD 1.1 dev articles 0-23,
   # the odd non-held-out SQuAD 2.0 articles asked of their own paragraph, and off-topic pairs.
-  $qa calibrate --reader "${READER:-qa/reader}" --candidates "${CANDIDATES:-3}" --max-wrong-abstain ${MAX_WRONG:-0.05 0.03 0.03} --exclude-id '^nm' --limit 1000 \
+  $qa calibrate --reader "${READER:-qa/reader}" --candidates "${CANDIDATES:-4}" --max-wrong-abstain ${MAX_WRONG:-0.05 0.03 0.03} --exclude-id '^nm' --limit 1000 \
     --on "$OUT/seeds" tests/questions.jsonl \
     --on "$OUT/squad" "$SQUAD/questions.jsonl" "$TUNE" \
     --on "$OUT/squad2" "$OUT/squad2-data/questions-tune.jsonl" \
