@@ -58,9 +58,10 @@ SHARD_INLINE_BYTES = 4 * 1024 * 1024
 SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
 # The receiving end of a gRPC call refuses a message over 4 MB by default (Serve's
 # RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH): one shard's candidates for `--k 1000` were 5.3 MB on
-# SQuAD (every candidate whole, as shards then sent them), and `qa ask --ray` failed. The ingress (receiving the shards' replies) and the client
-# (the ingress's) take up to this. Serve reads it as it is imported: the ingress gets it in its
-# runtime_env, and this process here, before anything imports ray.serve.
+# SQuAD (every candidate whole, as shards then sent them), and `qa ask --ray` failed. The ingress
+# (receiving the shards' replies) and the client (the ingress's) take up to this. Serve reads it
+# as it is imported: the ingress gets it in its runtime_env, and this process here, before
+# anything imports ray.serve.
 GRPC_MAX_BYTES = 1024 * 1024 * 1024
 os.environ.setdefault("RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(GRPC_MAX_BYTES))
 
@@ -254,7 +255,7 @@ class FanOut:
                  timeout: float = SHARD_TIMEOUT_S, clock: Clock | None = None,
                  grpc: bool | None = None):
         self.index, self.handles, self.encoder, self.alpha = index, handles, encoder, alpha
-        self.direct = [direct(h, grpc) for h in handles]  # for `hits` and `ping`
+        self.direct = [direct(h, grpc) for h in handles]  # for `hits`, `passages` and `ping`
         self.timeout = timeout
         self.clock = clock or Clock()
         # Fan-outs answered after asking a shard again, failed because a shard stayed down, and

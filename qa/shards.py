@@ -327,8 +327,8 @@ def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.nda
         ranked = fuse(dense, sparse, retriever.alpha,
                       dense_of=lambda pids: np.array([cosine[p] for p in pids]),
                       bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
-    whole = shard_passages(retriever, first_pid, [first_pid + p for p, _ in
-                                                  ranked[:k + SEND_EXTRA if send is None else send]])
+    send = k + SEND_EXTRA if send is None else send
+    whole = shard_passages(retriever, first_pid, [first_pid + p for p, _ in ranked[:send]])
     return replace(
         whole, allowed=n,
         dense=[(first_pid + p, s) for p, s in dense],
