@@ -287,6 +287,19 @@ class ShardHits:
 SEND_EXTRA = 8
 
 
+def _ranked(method: str, dense: list[tuple[int, float]], sparse: list[tuple[int, float]],
+            alpha: float, cosine: dict[int, float], bm25: dict[int, float]
+            ) -> list[tuple[int, float]]:
+    """The candidates in `method`'s order; hybrid fuses the two lists with the candidates' exact
+    scores (`cosine`, `bm25`: by passage id), as Retriever.search does."""
+    if method == "dense":
+        return dense
+    if method == "bm25":
+        return sparse
+    return fuse(dense, sparse, alpha, dense_of=lambda pids: np.array([cosine[p] for p in pids]),
+                bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
+
+
 def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.ndarray | None,
                k: int, method: str, filters: Filters | None = None,
                send: int | None = None) -> ShardHits:
@@ -319,14 +332,7 @@ def shard_hits(retriever: Retriever, first_pid: int, question: str, qvec: np.nda
         assert qvec is not None
         cosine = dict(zip(local.tolist(), dense_scores(index.vectors[local], qvec).tolist()))
     bm25 = {int(p): scores[p] for p in local} if scores is not None else {}
-    if method == "dense":
-        ranked = dense
-    elif method == "bm25":
-        ranked = sparse
-    else:
-        ranked = fuse(dense, sparse, retriever.alpha,
-                      dense_of=lambda pids: np.array([cosine[p] for p in pids]),
-                      bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
+    ranked = _ranked(method, dense, sparse, retriever.alpha, cosine, bm25)
     send = k + SEND_EXTRA if send is None else send
     whole = shard_passages(retriever, first_pid, [first_pid + p for p, _ in ranked[:send]])
     return replace(
@@ -371,14 +377,7 @@ def merge_shard_hits(parts: list[ShardHits], k: int, method: str, alpha: float,
         cosine.update(part.cosine)
         bm25.update(part.bm25)
     dense, sparse = best(p.dense for p in parts), best(p.sparse for p in parts)
-    if method == "dense":
-        ranked = dense
-    elif method == "bm25":
-        ranked = sparse
-    else:
-        ranked = fuse(dense, sparse, alpha,
-                      dense_of=lambda pids: np.array([cosine[p] for p in pids]),
-                      bm25_of=lambda pids: np.array([bm25[p] for p in pids], dtype=np.float32))
+    ranked = _ranked(method, dense, sparse, alpha, cosine, bm25)
     while True:
         try:
             return merge(ranked, passages, k)  # type: ignore[arg-type]  # a dict by global id
