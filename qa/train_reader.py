@@ -72,6 +72,10 @@ class TrainSettings:
     init: str = ""  # a reader folder to start from instead of the base weights
     context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
     contrast: float = 0.0  # share of answerable questions that also give an antonym/negation one
+    # 0: SQuAD 2.0's unanswerable pairs (v2_repeat copies) are shuffled into the pool, and a run
+    # sees their share of its sample (about 1,100 of 72,000). N: the run sees every one N times,
+    # and SQuAD 1.1 pairs fill the rest of its `pairs`.
+    v2_in_run: int = 0
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -261,12 +265,19 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
         pairs += article_pairs(article, rng, perturb=ts.perturb, adjacent=ts.context > 0,
                                contrast=ts.contrast)
     v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
-    n1 = len(pairs)
+    v2: list[Pair] = []
     for article in v2_train:
         assert article["title"] not in held_out
-        pairs += article_pairs(article, rng, unanswerable_only=True, repeat=ts.v2_repeat)
-    log(f"pairs: {n1:,} from SQuAD 1.1 train, {len(pairs) - n1:,} from the unanswerable "
+        v2 += article_pairs(article, rng, unanswerable_only=True,
+                            repeat=ts.v2_in_run or ts.v2_repeat)
+    log(f"pairs: {len(pairs):,} from SQuAD 1.1 train, {len(v2):,} from the unanswerable "
         f"questions of {len(v2_train)} SQuAD 2.0 dev training articles")
+    if ts.v2_in_run:  # all of SQuAD 2.0's, and a sample of SQuAD 1.1's for the rest of the run
+        rng.shuffle(pairs)
+        pairs = v2 + pairs[:max(0, ts.pairs - len(v2))]
+        log(f"this run: every SQuAD 2.0 pair, {len(v2):,} of {len(pairs):,}")
+    else:
+        pairs += v2
     # Shuffle by question so a question's pairs stay in one batch or nearby.
     rng.shuffle(pairs)
     return pairs
@@ -396,7 +407,9 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
             "articles" + (" + swapped-name negatives" if ts.perturb else "")
             + (" + antonym and negation negatives" if ts.contrast else "")
-            + (" + the answer's adjacent sentences as negatives" if ts.context else ""))
+            + (" + the answer's adjacent sentences as negatives" if ts.context else "")
+            + (f" (every SQuAD 2.0 pair in the run, {ts.v2_in_run} times)" if ts.v2_in_run
+               else ""))
     trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from
@@ -547,6 +560,10 @@ def add_arguments(p) -> None:
                    help="share of answerable questions that also give a negative: the question "
                         "turned into its opposite (an antonym of its answer sentence's word, or "
                         "a negation) with that sentence (default %(default)s)")
+    p.add_argument("--v2-in-run", type=int, default=0, metavar="N",
+                   help="put every SQuAD 2.0 unanswerable pair into the run, N times each, and "
+                        "fill the rest of --pairs with SQuAD 1.1 pairs (default 0: they are "
+                        "sampled with the rest, about 1,100 of 72,000)")
     p.add_argument("--context", type=int, default=0,
                    help="words of each neighbouring sentence to read with a sentence (default "
                         "0: the sentence alone); give --max-length room for them")
@@ -567,6 +584,8 @@ def run(args) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.pairs < 1 or args.layers < 1 or args.layers > 6:
         raise UserError("--pairs must be positive and --layers from 1 to 6", exit_code=2)
+    if args.v2_in_run < 0:
+        raise UserError(f"--v2-in-run must be 0 or more, not {args.v2_in_run}", exit_code=2)
     if args.context < 0 or args.max_length < 16:
         raise UserError(f"--context must be 0 or more and --max-length at least 16, not "
                         f"{args.context} and {args.max_length}", exit_code=2)
@@ -579,7 +598,8 @@ def run(args) -> int:
                         f"qa train-reader wrote, such as qa/reader", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
                        perturb=args.perturb, contrast=args.contrast, init=str(args.init or ""), lr=args.lr, seed=args.seed,
-                       context=args.context, max_length=args.max_length)
+                       context=args.context, max_length=args.max_length,
+                       v2_in_run=args.v2_in_run)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

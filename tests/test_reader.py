@@ -235,6 +235,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "--contrast must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--context", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--context must be 0 or more" in capsys.readouterr().err
+    assert main(["train-reader", "--v2-in-run", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--v2-in-run must be 0 or more" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
@@ -486,6 +488,26 @@ def test_training_refuses_data_that_holds_a_held_out_article(monkeypatch):
     with pytest.raises(UserError, match="held-out"):
         train_reader.training_pairs(TrainSettings())
 
+
+def test_v2_in_run_puts_every_unanswerable_pair_into_the_run(monkeypatch):
+    from qa import squad, train_reader
+
+    v2_dev = [dict(ARTICLE, title="Train_side"), dict(ARTICLE, title="Tune_side")]
+    monkeypatch.setattr(train_reader, "held_out_titles", lambda: set())
+    monkeypatch.setattr(train_reader, "read_squad",
+                        lambda path: v2_dev if path == squad.SQUAD_V2_DEV else [ARTICLE])
+
+    def anthem(pairs):
+        return [p for p in pairs if "anthem" in p.question]
+
+    mixed = train_reader.training_pairs(TrainSettings(perturb=0))
+    answerable = len(article_pairs(ARTICLE, random.Random(0)))
+    # By default SQuAD 2.0's pairs (2 sentences, v2_repeat 2 times) join the pool.
+    assert len(mixed) == answerable + 4 and len(anthem(mixed)) == 4
+    run = train_reader.training_pairs(TrainSettings(perturb=0, v2_in_run=3, pairs=8))
+    # Every one of them, 3 times, and SQuAD 1.1 pairs for the rest of the run's 8.
+    assert len(run) == 8 and len(anthem(run)) == 6
+    assert all(p.label == 0 and p.title == "Train side" for p in anthem(run))  # never tuning
 
 
 @pytest.mark.slow
