@@ -73,7 +73,7 @@ class TrainSettings:
     context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
     contrast: float = 0.0  # share of answerable questions that also give an antonym/negation one
     # 0: SQuAD 2.0's unanswerable pairs (v2_repeat copies) are shuffled into the pool, and a run
-    # sees their share of its sample (about 1,100 of 72,000). N: the run sees every one N times,
+    # sees their share of its sample (about 1,160 of 72,000). N: the run sees every one N times,
     # and SQuAD 1.1 pairs fill the rest of its `pairs`.
     v2_in_run: int = 0
 
@@ -273,8 +273,12 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
     log(f"pairs: {len(pairs):,} from SQuAD 1.1 train, {len(v2):,} from the unanswerable "
         f"questions of {len(v2_train)} SQuAD 2.0 dev training articles")
     if ts.v2_in_run:  # all of SQuAD 2.0's, and a sample of SQuAD 1.1's for the rest of the run
+        if len(v2) > ts.pairs:
+            raise UserError(f"--v2-in-run {ts.v2_in_run} gives {len(v2):,} SQuAD 2.0 pairs, more "
+                            f"than the run's --pairs {ts.pairs:,}; lower N or raise --pairs",
+                            exit_code=2)
         rng.shuffle(pairs)
-        pairs = v2 + pairs[:max(0, ts.pairs - len(v2))]
+        pairs = v2 + pairs[:ts.pairs - len(v2)]
         log(f"this run: every SQuAD 2.0 pair, {len(v2):,} of {len(pairs):,}")
     else:
         pairs += v2
@@ -563,7 +567,7 @@ def add_arguments(p) -> None:
     p.add_argument("--v2-in-run", type=int, default=0, metavar="N",
                    help="put every SQuAD 2.0 unanswerable pair into the run, N times each, and "
                         "fill the rest of --pairs with SQuAD 1.1 pairs (default 0: they are "
-                        "sampled with the rest, about 1,100 of 72,000)")
+                        "sampled with the rest, about 1,160 of 72,000)")
     p.add_argument("--context", type=int, default=0,
                    help="words of each neighbouring sentence to read with a sentence (default "
                         "0: the sentence alone); give --max-length room for them")

@@ -508,6 +508,8 @@ def test_v2_in_run_puts_every_unanswerable_pair_into_the_run(monkeypatch):
     # Every one of them, 3 times, and SQuAD 1.1 pairs for the rest of the run's 8.
     assert len(run) == 8 and len(anthem(run)) == 6
     assert all(p.label == 0 and p.title == "Train side" for p in anthem(run))  # never tuning
+    with pytest.raises(UserError, match="more than the run's --pairs 5"):  # not all would be seen
+        train_reader.training_pairs(TrainSettings(perturb=0, v2_in_run=3, pairs=5))
 
 
 @pytest.mark.slow
