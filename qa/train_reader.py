@@ -72,6 +72,8 @@ class TrainSettings:
     init: str = ""  # a reader folder to start from instead of the base weights
     context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
     contrast: float = 0.0  # share of answerable questions that also give an antonym/negation one
+    freeze: int = 0  # lower transformer layers kept as they start (the embeddings always are)
+    adapter: int = 0  # LoRA rank: train low-rank adapters and the head only (0: every layer)
     # 0: SQuAD 2.0's unanswerable pairs (v2_repeat copies) are shuffled into the pool, and a run
     # sees their share of its sample (about 1,160 of 72,000). N: the run sees every one N times,
     # and SQuAD 1.1 pairs fill the rest of its `pairs`.
@@ -319,10 +321,20 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     base = resolve_model(BASE)
     tok = AutoTokenizer.from_pretrained(base)
     model = build_model(base, ts.layers)
-    for p in model.bert.embeddings.parameters():
-        p.requires_grad = False
+    ckpt = out / "checkpoint.pt"
+    if ts.init and not ckpt.exists():
+        from safetensors.torch import load_file
+
+        from .reader import WEIGHTS
+
+        start = {k: v.float() for k, v in load_file(str(Path(ts.init) / WEIGHTS)).items()}
+        model.load_state_dict(start, strict=False)
+        log(f"starting from {ts.init}")
+    peft = trainable(model, ts)
     head = [p for n, p in model.named_parameters() if n.startswith("head.")]
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    log(f"training {sum(p.numel() for p in body):,} parameters and the head's "
+        f"{sum(p.numel() for p in head):,}")
     opt = torch.optim.AdamW([{"params": body, "lr": ts.lr}, {"params": head, "lr": ts.head_lr}],
                             weight_decay=0.01)
     pairs = training_pairs(ts, log) if pairs is None else pairs
@@ -332,16 +344,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     warm = max(1, int(total * ts.warmup))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
-    ckpt = out / "checkpoint.pt"
     step, seconds = 0, 0.0
-    if ts.init and not ckpt.exists():
-        from safetensors.torch import load_file
-
-        from .reader import WEIGHTS
-
-        start = {k: v.float() for k, v in load_file(str(Path(ts.init) / WEIGHTS)).items()}
-        model.load_state_dict(start, strict=False)
-        log(f"starting from {ts.init}")
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         model.load_state_dict(state["model"], strict=False)
@@ -383,7 +386,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
             os.replace(tmp, ckpt)
     bar.close()
     seconds += time.time() - t0
-    return export(model, out, ts, step, seconds, log)
+    return export(merged(model, peft, log), out, ts, step, seconds, log)
 
 
 def write_reader(out: Path, state: dict, fields: dict, trained: dict) -> Path:
@@ -473,8 +476,45 @@ def export_checkpoint(out: Path, ts: TrainSettings, log=print) -> Path:
         raise UserError(f"no checkpoint at {ckpt}; train first")
     state = torch.load(ckpt, weights_only=False)
     model = build_model(resolve_model(BASE), ts.layers)
+    peft = trainable(model, ts)
     model.load_state_dict(state["model"], strict=False)
-    return export(model, out, ts, state["step"], state["seconds"], log)
+    return export(merged(model, peft, log), out, ts, state["step"], state["seconds"], log)
+
+
+def trainable(model, ts: TrainSettings):
+    """Choose what training changes, in place: never the word embeddings; with `ts.freeze`, not
+    the lower layers either; with `ts.adapter`, only low-rank adapters (LoRA, rank
+    `ts.adapter`) on every linear layer of the body, and the head. The peft model that holds
+    the adapters, or None."""
+    for p in model.bert.embeddings.parameters():
+        p.requires_grad = False
+    for layer in model.bert.encoder.layer[:ts.freeze]:
+        for p in layer.parameters():
+            p.requires_grad = False
+    if not ts.adapter:
+        return None
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UserError("--adapter needs peft; install it with: pip install -e '.[train]'",
+                        exit_code=2) from None
+    config = LoraConfig(r=ts.adapter, lora_alpha=2 * ts.adapter, lora_dropout=0.0,
+                        target_modules=["query", "key", "value", "dense"])
+    peft = get_peft_model(model, config)  # injects the adapters into `model` in place
+    for p in model.head.parameters():
+        p.requires_grad = True
+    return peft
+
+
+def merged(model, peft, log=print):
+    """The model to export: with adapters, their product folded into the layers' weights, so
+    the reader loads as any other (the adapters alone would be the size logged here)."""
+    if peft is None:
+        return model
+    lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    log(f"adapters: {lora:,} parameters ({lora * 2 / 1e6:.1f} MB in float16), merged into the "
+        f"layers")
+    return peft.merge_and_unload()
 
 
 # ---------------------------------------------------------------- scoring without retrieval
@@ -573,6 +613,12 @@ def add_arguments(p) -> None:
                         "0: the sentence alone); give --max-length room for them")
     p.add_argument("--max-length", type=int, default=TrainSettings.max_length,
                    help="word pieces per (question, sentence) input (default %(default)s)")
+    p.add_argument("--freeze", type=int, default=0, metavar="N",
+                   help="keep the lower N layers as they start, and train the rest (default 0)")
+    p.add_argument("--adapter", type=int, default=0, metavar="RANK",
+                   help="train low-rank adapters (LoRA) of this rank and the head, not the "
+                        "layers, then fold them into the layers (default 0: train the layers; "
+                        "needs peft, and a higher --lr, such as 5e-4)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -593,6 +639,10 @@ def run(args) -> int:
     if args.context < 0 or args.max_length < 16:
         raise UserError(f"--context must be 0 or more and --max-length at least 16, not "
                         f"{args.context} and {args.max_length}", exit_code=2)
+    if not 0 <= args.freeze <= args.layers or args.adapter < 0 or (args.freeze and args.adapter):
+        raise UserError(f"--freeze must be from 0 to --layers ({args.layers}) and --adapter 0 or "
+                        f"more, not both (--freeze {args.freeze}, --adapter {args.adapter})",
+                        exit_code=2)
     for name in ("perturb", "contrast"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name} must be from 0 to 1, not {getattr(args, name)}",
@@ -603,7 +653,7 @@ def run(args) -> int:
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
                        perturb=args.perturb, contrast=args.contrast, init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
-                       v2_in_run=args.v2_in_run)
+                       v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

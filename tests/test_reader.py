@@ -195,6 +195,64 @@ def test_training_can_go_on_from_a_trained_reader(tiny_reader, tmp_path):
     assert trained["steps"] == 2 and trained["from"]["steps"] == 3
 
 
+def _base_layers(layers: int) -> dict:
+    """The base model's weights as a reader of `layers` layers starts from them."""
+    from qa.embed import resolve_model
+    from qa.reader_model import build_model
+    from qa.train_reader import BASE
+
+    return build_model(resolve_model(BASE), layers).state_dict()
+
+
+def test_freeze_keeps_the_lower_layers_and_trains_the_rest(tmp_path):
+    from safetensors.torch import load_file
+
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    out = train(tmp_path / "frozen", TrainSettings(layers=2, batch_size=4, pairs=12, max_length=48,
+                                                   freeze=1, lr=1e-3),
+                pairs=pairs, log=lambda m: None)
+    got, base = load_file(str(out / WEIGHTS)), _base_layers(2)
+    for name in ("attention.self.query.weight", "output.dense.weight"):
+        lower, upper = f"bert.encoder.layer.0.{name}", f"bert.encoder.layer.1.{name}"
+        assert np.array_equal(got[lower].numpy(), base[lower].half().numpy())
+        assert not np.allclose(got[upper].float().numpy(), base[upper].numpy(), atol=1e-3)
+    assert json.loads((out / CONFIG).read_text())["trained"]["freeze"] == 1
+
+
+def test_an_adapter_run_folds_its_adapters_into_a_reader_that_loads(tiny_reader, tmp_path):
+    from safetensors.torch import load_file
+
+    from qa.train_reader import export_checkpoint
+
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    ts = TrainSettings(layers=1, batch_size=4, pairs=12, max_length=48, adapter=4, lr=1e-2)
+    messages: list[str] = []
+    out = train(tmp_path / "lora", ts, pairs=pairs, log=messages.append)
+    assert any(m.startswith("adapters: ") and "merged into the layers" in m for m in messages)
+    got, base = load_file(str(out / WEIGHTS)), _base_layers(1)
+    # The same tensors as a run that trains the layers, so it loads as any reader; the adapters'
+    # product is in them, so every layer that held one has changed.
+    assert sorted(got) == sorted(load_file(str(tiny_reader / WEIGHTS)))
+    for name in ("attention.self.value.weight", "intermediate.dense.weight"):
+        key = f"bert.encoder.layer.0.{name}"
+        assert not np.allclose(got[key].float().numpy(), base[key].numpy(), atol=1e-4)
+    key = "bert.encoder.layer.0.attention.output.LayerNorm.weight"  # holds no adapter
+    assert np.array_equal(got[key].numpy(), base[key].half().numpy())
+    assert json.loads((out / CONFIG).read_text())["trained"]["adapter"] == 4
+    assert Reader(out).score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+    # Exported again from the checkpoint, the adapters fold in the same way.
+    again = load_file(str(export_checkpoint(out, ts, log=lambda m: None) / WEIGHTS))
+    assert all(np.array_equal(again[k].numpy(), got[k].numpy()) for k in got)
+
+
+def test_an_adapter_without_peft_names_the_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    with pytest.raises(UserError, match=r"--adapter needs peft.*pip install -e '\.\[train\]'"):
+        train(tmp_path / "lora", TrainSettings(layers=1, batch_size=4, pairs=4, adapter=4),
+              pairs=pairs, log=lambda m: None)
+
+
 def test_average_writes_the_mean_of_two_readers_that_loads(tiny_reader, tmp_path, capsys):
     from safetensors.torch import load_file
 
@@ -237,6 +295,11 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "--context must be 0 or more" in capsys.readouterr().err
     assert main(["train-reader", "--v2-in-run", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--v2-in-run must be 0 or more" in capsys.readouterr().err
+    assert main(["train-reader", "--freeze", "7", "--out", str(tmp_path / "o")]) == 2
+    assert "--freeze must be from 0 to --layers (6)" in capsys.readouterr().err
+    assert main(["train-reader", "--freeze", "2", "--adapter", "8", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "not both (--freeze 2, --adapter 8)" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
