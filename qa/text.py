@@ -68,10 +68,11 @@ def stems(text: str) -> list[str]:
     >>> stems("How many high-tech companies were there?")
     ['high', 'tech', 'compani']
     """
-    stop = _picker_stopwords()
+    stop = picker_stopwords()
     return english_stemmer().stemWords([w for w in TOKEN.findall(text.lower()) if w not in stop])
 
 
 @lru_cache(maxsize=1)
-def _picker_stopwords() -> frozenset[str]:
+def picker_stopwords() -> frozenset[str]:
+    """The words `stems` leaves out: English stop words and question words."""
     return stopwords() | QUESTION_WORDS

@@ -38,7 +38,7 @@ from .squad import (
     v1_dev_articles,
     v2_split,
 )
-from .text import stems
+from .text import picker_stopwords, english_stemmer, stems
 
 BASE = "all-MiniLM-L6-v2"
 
@@ -72,6 +72,7 @@ class TrainSettings:
     init: str = ""  # a reader folder to start from instead of the base weights
     context: int = 0  # words of each neighbouring sentence the reader reads (qa.reader.pair_text)
     contrast: float = 0.0  # share of answerable questions that also give an antonym/negation one
+    reword: float = 0.0  # share that also give one with an ordinary word swapped for another
     freeze: int = 0  # lower transformer layers kept as they start (the embeddings always are)
     adapter: int = 0  # LoRA rank: train low-rank adapters and the head only (0: every layer)
     # 0: SQuAD 2.0's unanswerable pairs (v2_repeat copies) are shuffled into the pool, and a run
@@ -176,6 +177,61 @@ def contrast_question(question: str, sentence: str, rng: random.Random) -> str |
     return question[:aux.end()] + " not" + question[aux.end():]
 
 
+_WORD = re.compile(r"\b[a-z]{4,}\b")  # lower-case words only: names are swapped_question's
+
+
+def _ending(word: str) -> str:
+    """The ending that makes a word swappable, and that its replacement must share: "s" (mostly
+    plural nouns) or "ed" (past verbs and participles). Other words ("" ) are not swapped: without
+    a part-of-speech tagger, a word with no such ending is as often a preposition or an adverb as a
+    noun, and swapping it gives a question no one would ask ("What is the Dalit movement
+    sometimes greed?"), which teaches the reader to spot bad grammar, not a near miss."""
+    if word.endswith("ed"):
+        return "ed"
+    return "s" if word.endswith("s") and not word.endswith(("ss", "us", "is")) else ""
+
+
+def article_words(article: dict) -> dict[str, list[tuple[str, str]]]:
+    """The ordinary words of an article (lower-case, 4 letters or more, no stop word), with
+    their stems, by ending (reworded_question's replacements)."""
+    stop = picker_stopwords()
+    stem = english_stemmer().stemWord
+    found: dict[str, set[str]] = {}
+    for p in article["paragraphs"]:
+        for w in _WORD.findall(p["context"]):
+            if w not in stop:
+                found.setdefault(_ending(w), set()).add(w)
+    return {e: [(w, stem(w)) for w in sorted(ws)] for e, ws in found.items()}
+
+
+def reworded_question(question: str, sentence: str, words: dict[str, list[tuple[str, str]]],
+                      rng: random.Random) -> str | None:
+    """The question with one of its ordinary words that `sentence` holds (a plural noun or a
+    past verb) replaced by another word of the article with the same ending, whose stem
+    neither the sentence nor the question holds: asked of the sentence, the near miss that most
+    SQuAD 2.0 unanswerable questions are ("How many full time janitors does Victoria have?" of
+    "Victoria has about 63,519 full-time teachers."). None when nothing fits.
+
+    >>> words = article_words({"paragraphs": [{"context": "Victoria has teachers and janitors."}]})
+    >>> reworded_question("How many teachers does Victoria have?", "Victoria has 63,519 teachers.",
+    ...                   words, random.Random(0))
+    'How many janitors does Victoria have?'
+    """
+    stop = picker_stopwords()
+    stem = english_stemmer().stemWord
+    held = set(stems(sentence))
+    spots = [m for m in _WORD.finditer(question)
+             if _ending(m.group()) and m.group() not in stop and stem(m.group()) in held]
+    if not spots:
+        return None
+    m = rng.choice(spots)
+    asked = set(stems(question))
+    pool = [w for w, st in words.get(_ending(m.group()), []) if st not in held and st not in asked]
+    if not pool:
+        return None
+    return question[:m.start()] + rng.choice(pool) + question[m.end():]
+
+
 def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: int,
           label: int) -> Pair:
     """Sentence j of a paragraph, with its neighbours, as a labelled pair."""
@@ -186,12 +242,13 @@ def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: 
 
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
                   repeat: int = 1, perturb: float = 0.0, adjacent: bool = False,
-                  contrast: float = 0.0) -> list[Pair]:
+                  contrast: float = 0.0, reword: float = 0.0) -> list[Pair]:
     """Labelled pairs of one SQuAD article (see the module docstring). With `adjacent`, the
     sentences just before and after the answer are negatives too: a reader that reads
     neighbours as context sees the answer in theirs, and must learn that it is not theirs.
     `contrast` of the answerable questions also give their answer sentence as a negative of the
-    question turned into its opposite (contrast_question)."""
+    question turned into its opposite (contrast_question), and `reword` of them as a negative
+    of the question with one of its words swapped for another (reworded_question)."""
     title = title_text(article["title"])
     names: set[str] = set()
     numbers: set[str] = set()
@@ -200,6 +257,7 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
             n, m = names_and_numbers(p["context"])
             names |= n
             numbers |= m
+    vocab = article_words(article) if reword else {}
     paras = []
     for p in article["paragraphs"]:
         ctx = p["context"]
@@ -232,6 +290,10 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
                 flipped = contrast_question(q, ctx[spans[g][0]:spans[g][1]], rng)
                 if flipped:
                     out.append(_pair(flipped, title, ctx, spans, g, 0))
+            if reword and rng.random() < reword:
+                other = reworded_question(q, ctx[spans[g][0]:spans[g][1]], vocab, rng)
+                if other:
+                    out.append(_pair(other, title, ctx, spans, g, 0))
             same = [j for j in ranked if j != g]
             if same:
                 out.append(_pair(q, title, ctx, spans, same[0], 0))
@@ -265,7 +327,7 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
 
     for article in tqdm(train, desc="SQuAD 1.1 train articles", file=sys.stderr):
         pairs += article_pairs(article, rng, perturb=ts.perturb, adjacent=ts.context > 0,
-                               contrast=ts.contrast)
+                               contrast=ts.contrast, reword=ts.reword)
     v2_train, _ = v2_split(read_squad(SQUAD_V2_DEV), held_out)
     v2: list[Pair] = []
     for article in v2_train:
@@ -414,6 +476,7 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
     data = ("SQuAD 1.1 train + SQuAD 2.0 dev unanswerable questions of the even non-held-out "
             "articles" + (" + swapped-name negatives" if ts.perturb else "")
             + (" + antonym and negation negatives" if ts.contrast else "")
+            + (" + reworded negatives" if ts.reword else "")
             + (" + the answer's adjacent sentences as negatives" if ts.context else "")
             + (f" (every SQuAD 2.0 pair in the run, {ts.v2_in_run} times)" if ts.v2_in_run
                else ""))
@@ -604,6 +667,11 @@ def add_arguments(p) -> None:
                    help="share of answerable questions that also give a negative: the question "
                         "turned into its opposite (an antonym of its answer sentence's word, or "
                         "a negation) with that sentence (default %(default)s)")
+    p.add_argument("--reword", type=float, default=TrainSettings.reword,
+                   help="share of answerable questions that also give a negative: the question "
+                        "with an ordinary word its answer sentence holds swapped for another "
+                        "word of the article (\"teachers\" -> \"janitors\"), with that "
+                        "sentence (default %(default)s)")
     p.add_argument("--v2-in-run", type=int, default=0, metavar="N",
                    help="put every SQuAD 2.0 unanswerable pair into the run, N times each, and "
                         "fill the rest of --pairs with SQuAD 1.1 pairs (default 0: they are "
@@ -643,7 +711,7 @@ def run(args) -> int:
         raise UserError(f"--freeze must be from 0 to --layers ({args.layers}) and --adapter 0 or "
                         f"more, not both (--freeze {args.freeze}, --adapter {args.adapter})",
                         exit_code=2)
-    for name in ("perturb", "contrast"):
+    for name in ("perturb", "contrast", "reword"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name} must be from 0 to 1, not {getattr(args, name)}",
                             exit_code=2)
@@ -651,7 +719,7 @@ def run(args) -> int:
         raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
                         f"qa train-reader wrote, such as qa/reader", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
-                       perturb=args.perturb, contrast=args.contrast, init=str(args.init or ""), lr=args.lr, seed=args.seed,
+                       perturb=args.perturb, contrast=args.contrast, reword=args.reword, init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
                        v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter)
     def log(m):

@@ -116,6 +116,41 @@ def test_article_pairs_with_contrast_add_the_answer_sentence_against_the_opposit
     assert article_pairs(ARTICLE, random.Random(0), contrast=0.0) == plain
 
 
+def test_article_pairs_with_reword_add_the_answer_sentence_against_a_reworded_question():
+    pairs = article_pairs(ARTICLE, random.Random(0), reword=1.0)
+    plain = article_pairs(ARTICLE, random.Random(0))
+    new = {(p.question, p.sentence) for p in pairs if p.label == 0} - \
+        {(p.question, p.sentence) for p in plain}
+    # Only "named" (of "Who was named MVP?") ends as a swappable word does and is held by its
+    # answer sentence; it becomes another past verb of the article, against that sentence.
+    assert len(new) == 1
+    (question, sentence), = new
+    assert sentence == "Cam Newton was named the league MVP."
+    assert question in {f"Who was {w} MVP?" for w in ("defeated", "finished", "played")}
+    assert article_pairs(ARTICLE, random.Random(0), reword=0.0) == plain
+
+
+WORDS = "Victoria has teachers, janitors and nurses; schools opened and closed. It is often quiet."
+
+
+@pytest.mark.parametrize("question, sentence, expected", [
+    ("How many teachers work there?", "There are 6,000 teachers.",
+     {"How many janitors work there?", "How many nurses work there?", "How many schools work there?"}),
+    ("When was it opened?", "It opened in 1901.", {"When was it closed?"}),
+    ("How many teachers work there?", "There are 6,000 nurses.", {None}),  # not the sentence's word
+    ("How many teachers do schools have?", "Schools have 6,000 teachers.",  # nor its stems
+     {"How many janitors do schools have?", "How many nurses do schools have?",
+      "How many teachers do janitors have?", "How many teachers do nurses have?"}),
+    ("Is it often quiet?", "It is often quiet.", {None}),  # no plural noun or past verb to swap
+])
+def test_reworded_question_swaps_a_word_of_the_answer_sentence(question, sentence, expected):
+    from qa.train_reader import article_words, reworded_question
+
+    words = article_words({"paragraphs": [{"context": WORDS}]})
+    got = {reworded_question(question, sentence, words, random.Random(seed)) for seed in range(20)}
+    assert got == expected
+
+
 @pytest.mark.parametrize("question, sentence, expected", [
     ("Who won the first title?", "Ajax won the first title in 1900.", "Who won the last title?"),
     ("First, who came?", "First, Ajax came.", "Last, who came?"),  # the capital kept
@@ -291,6 +326,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "--perturb must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--contrast", "-0.1", "--out", str(tmp_path / "o")]) == 2
     assert "--contrast must be from 0 to 1" in capsys.readouterr().err
+    assert main(["train-reader", "--reword", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "--reword must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--context", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--context must be 0 or more" in capsys.readouterr().err
     assert main(["train-reader", "--v2-in-run", "-1", "--out", str(tmp_path / "o")]) == 2
