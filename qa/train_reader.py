@@ -38,7 +38,7 @@ from .squad import (
     v1_dev_articles,
     v2_split,
 )
-from .text import picker_stopwords, english_stemmer, stems
+from .text import english_stemmer, picker_stopwords, stems
 
 BASE = "all-MiniLM-L6-v2"
 
@@ -182,7 +182,7 @@ _WORD = re.compile(r"\b[a-z]{4,}\b")  # lower-case words only: names are swapped
 
 def _ending(word: str) -> str:
     """The ending that makes a word swappable, and that its replacement must share: "s" (mostly
-    plural nouns) or "ed" (past verbs and participles). Other words ("" ) are not swapped: without
+    plural nouns) or "ed" (past verbs and participles). Other words ("") are not swapped: without
     a part-of-speech tagger, a word with no such ending is as often a preposition or an adverb as a
     noun, and swapping it gives a question no one would ask ("What is the Dalit movement
     sometimes greed?"), which teaches the reader to spot bad grammar, not a near miss."""
