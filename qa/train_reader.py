@@ -208,9 +208,10 @@ def reworded_question(question: str, sentence: str, words: dict[str, list[tuple[
                       rng: random.Random) -> str | None:
     """The question with one of its ordinary words that `sentence` holds (a plural noun or a
     past verb) replaced by another word of the article with the same ending, whose stem
-    neither the sentence nor the question holds: asked of the sentence, the near miss that most
-    SQuAD 2.0 unanswerable questions are ("How many full time janitors does Victoria have?" of
-    "Victoria has about 63,519 full-time teachers."). None when nothing fits.
+    neither the sentence nor the question holds: asked of the sentence, a near miss of a kind
+    that 8 of 30 SQuAD 2.0 unanswerable questions read by hand are ("How many full time
+    janitors does Victoria have?" of "Victoria has about 63,519 full-time teachers."). None
+    when nothing fits.
 
     >>> words = article_words({"paragraphs": [{"context": "Victoria has teachers and janitors."}]})
     >>> reworded_question("How many teachers does Victoria have?", "Victoria has 63,519 teachers.",
