@@ -682,9 +682,9 @@ def add_arguments(p) -> None:
                         "0: the sentence alone); give --max-length room for them")
     p.add_argument("--max-length", type=int, default=TrainSettings.max_length,
                    help="word pieces per (question, sentence) input (default %(default)s)")
-    p.add_argument("--freeze", type=int, default=0, metavar="N",
+    p.add_argument("--freeze", type=int, default=TrainSettings.freeze, metavar="N",
                    help="keep the lower N layers as they start, and train the rest (default 0)")
-    p.add_argument("--adapter", type=int, default=0, metavar="RANK",
+    p.add_argument("--adapter", type=int, default=TrainSettings.adapter, metavar="RANK",
                    help="train low-rank adapters (LoRA) of this rank and the head, not the "
                         "layers, then fold them into the layers (default 0: train the layers; "
                         "needs peft, and a higher --lr, such as 5e-4)")
@@ -720,7 +720,8 @@ def run(args) -> int:
         raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
                         f"qa train-reader wrote, such as qa/reader", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
-                       perturb=args.perturb, contrast=args.contrast, reword=args.reword, init=str(args.init or ""), lr=args.lr, seed=args.seed,
+                       perturb=args.perturb, contrast=args.contrast, reword=args.reword,
+                       init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
                        v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter)
     def log(m):
