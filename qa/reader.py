@@ -63,6 +63,7 @@ class ReaderConfig:
     sha256: str
     trained: dict
     context: int = 0  # words of each neighbouring sentence read with the sentence (pair_text)
+    span: bool = False  # trained with a span head too (qa.train_reader; answering reads [CLS])
 
     @classmethod
     def read(cls, folder: Path) -> ReaderConfig:
@@ -71,7 +72,8 @@ class ReaderConfig:
             raw = json.loads(path.read_text())
             return cls(base=str(raw["base"]), layers=int(raw["layers"]),
                        max_length=int(raw["max_length"]), sha256=str(raw["sha256"]),
-                       trained=dict(raw.get("trained", {})), context=int(raw.get("context", 0)))
+                       trained=dict(raw.get("trained", {})), context=int(raw.get("context", 0)),
+                       span=bool(raw.get("span", False)))
         except FileNotFoundError:
             raise UserError(f"no reader model at {folder} ({CONFIG} is missing); reinstall qa, "
                             f"run `qa train-reader`, or answer with --reader none") from None
@@ -249,7 +251,7 @@ class Reader:
 
         from .reader_model import build_model
 
-        model = build_model(self.base, self.config.layers)
+        model = build_model(self.base, self.config.layers, span=self.config.span)
         state = {k: v.float() for k, v in load_file(str(self.weights)).items()}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not k.startswith("bert.embeddings.") for k in missing):

@@ -51,6 +51,7 @@ class Pair:
     label: int
     before: str = ""  # the paragraph's sentences around this one (read when context > 0)
     after: str = ""
+    answer: tuple[int, int] | None = None  # the gold answer's characters in `sentence` (label 1)
 
     def reading(self) -> tuple[str, str, str, str]:
         return self.title, self.sentence, self.before, self.after
@@ -79,6 +80,10 @@ class TrainSettings:
     # sees their share of its sample (about 1,160 of 72,000). N: the run sees every one N times,
     # and SQuAD 1.1 pairs fill the rest of its `pairs`.
     v2_in_run: int = 0
+    # Weight of an extractive span loss beside the sentence's (0: no span head). The span head
+    # points at the gold answer's first and last word pieces in an answering pair and at [CLS]
+    # in every other, as SQuAD 2.0 readers do.
+    span: float = 0.0
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -234,11 +239,18 @@ def reworded_question(question: str, sentence: str, words: dict[str, list[tuple[
 
 
 def _pair(question: str, title: str, ctx: str, spans: list[tuple[int, int]], j: int,
-          label: int) -> Pair:
-    """Sentence j of a paragraph, with its neighbours, as a labelled pair."""
+          label: int, answer: dict | None = None) -> Pair:
+    """Sentence j of a paragraph, with its neighbours, as a labelled pair; `answer` (a SQuAD
+    answer inside that sentence) gives the pair its answer's offsets in the sentence."""
     text = [ctx[a:b] for a, b in spans]
+    where = None
+    if answer is not None:
+        a = answer["answer_start"] - spans[j][0]
+        b = a + len(answer["text"])
+        if 0 <= a and b <= len(text[j]) and text[j][a:b] == answer["text"]:
+            where = (a, b)
     return Pair(question, title, text[j], label, text[j - 1] if j > 0 else "",
-                text[j + 1] if j + 1 < len(spans) else "")
+                text[j + 1] if j + 1 < len(spans) else "", where)
 
 
 def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool = False,
@@ -282,7 +294,7 @@ def article_pairs(article: dict, rng: random.Random, *, unanswerable_only: bool 
             if not gold:
                 continue
             g = gold[0]
-            out.append(_pair(q, title, ctx, spans, g, 1))
+            out.append(_pair(q, title, ctx, spans, g, 1, qa["answers"][0]))
             if perturb and rng.random() < perturb:
                 swapped = swapped_question(q, ctx[spans[g][0]:spans[g][1]], names, numbers, rng)
                 if swapped:
@@ -363,6 +375,36 @@ def _batches(pairs: list[Pair], size: int, bucket: int = 50) -> list[list[Pair]]
     return out
 
 
+def answer_tokens(pair: Pair, offsets, sequence: list[int | None]) -> tuple[int, int]:
+    """The first and last word piece of a pair's answer in its tokenized input; (0, 0), [CLS],
+    for a pair that does not answer, and (-100, -100), not scored, for an answering pair whose
+    answer is unknown or was cut off by truncation.
+
+    `offsets` are the tokenizer's character offsets, each within its own segment, and `sequence`
+    which segment each word piece is in (None for special tokens).
+    """
+    if not pair.label:
+        return 0, 0
+    if pair.answer is None:
+        return -100, -100
+    from .reader import pair_text
+
+    shift = len(pair_text(pair.title, ""))  # "title. " comes before the sentence
+    a, b = pair.answer[0] + shift, pair.answer[1] + shift
+    inside = [t for t, seq in enumerate(sequence) if seq == 1 and offsets[t][1] > a
+              and offsets[t][0] < b]
+    if not inside or offsets[inside[0]][0] > a or offsets[inside[-1]][1] < b:
+        return -100, -100
+    return inside[0], inside[-1]
+
+
+def span_mask(input_ids, token_type_ids, attention_mask, sep_id: int):
+    """Where a span may start or end: the second segment's word pieces, and [CLS] (no answer)."""
+    valid = (token_type_ids == 1) & (attention_mask == 1) & (input_ids != sep_id)
+    valid[:, 0] = True
+    return valid
+
+
 def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=print) -> Path:
     """Train, checkpointing to out/checkpoint.pt; write out/reader.safetensors and reader.json.
 
@@ -383,7 +425,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     torch.manual_seed(ts.seed)
     base = resolve_model(BASE)
     tok = AutoTokenizer.from_pretrained(base)
-    model = build_model(base, ts.layers)
+    model = build_model(base, ts.layers, span=ts.span > 0)
     ckpt = out / "checkpoint.pt"
     if ts.init and not ckpt.exists():
         from safetensors.torch import load_file
@@ -394,8 +436,9 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         model.load_state_dict(start, strict=False)
         log(f"starting from {ts.init}")
     peft = trainable(model, ts)
-    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
-    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
+    heads = ("head.", "span.")
+    head = [p for n, p in model.named_parameters() if n.startswith(heads)]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(heads)]
     log(f"training {sum(p.numel() for p in body):,} parameters and the head's "
         f"{sum(p.numel() for p in head):,}")
     opt = torch.optim.AdamW([{"params": body, "lr": ts.lr}, {"params": head, "lr": ts.head_lr}],
@@ -416,6 +459,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         step, seconds = state["step"], state["seconds"]
         log(f"resumed at step {step} of {total}")
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    span_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     model.train()
     bar = tqdm(total=total, initial=step, desc="training reader", file=sys.stderr)
     t0, running = time.time(), []
@@ -424,10 +468,23 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         enc = tok([p.question for p in batch],
                   [pair_text(*p.reading(), context=ts.context) for p in batch],
                   truncation="longest_first", max_length=ts.max_length, padding=True,
-                  return_tensors="pt")
+                  return_tensors="pt", return_offsets_mapping=bool(ts.span))
         y = torch.tensor([float(p.label) for p in batch])
-        logits = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-        loss = loss_fn(logits, y)
+        inputs = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        if ts.span:
+            logits, start, end = model(*inputs, spans=True)
+            valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
+                              tok.sep_token_id)
+            where = torch.tensor([answer_tokens(p, enc["offset_mapping"][i].tolist(),
+                                                enc.sequence_ids(i)) for i, p in enumerate(batch)])
+            loss = loss_fn(logits, y)
+            if (where[:, 0] >= 0).any():
+                loss = loss + ts.span * 0.5 * (
+                    span_fn(start.masked_fill(~valid, -1e4), where[:, 0])
+                    + span_fn(end.masked_fill(~valid, -1e4), where[:, 1]))
+        else:
+            logits = model(*inputs)
+            loss = loss_fn(logits, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -480,14 +537,16 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
             + (" + reworded negatives" if ts.reword else "")
             + (" + the answer's adjacent sentences as negatives" if ts.context else "")
             + (f" (every SQuAD 2.0 pair in the run, {ts.v2_in_run} times)" if ts.v2_in_run
+               else "")
+            + (f"; a span head beside the sentence head (loss weight {ts.span})" if ts.span
                else ""))
     trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from
         trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
     weights = write_reader(out, state, {"base": BASE, "layers": ts.layers,
-                                        "max_length": ts.max_length, "context": ts.context},
-                           trained)
+                                        "max_length": ts.max_length, "context": ts.context,
+                                        "span": ts.span > 0}, trained)
     log(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB) after {step} steps, "
         f"{seconds / 60:.1f} min")
     return out
@@ -514,15 +573,16 @@ def average(folders: list[Path], out: Path, log=print) -> Path:
         configs.append(json.loads((folder / CONFIG).read_text()))
         states.append(load_file(str(folder / WEIGHTS)))
     shapes = [{k: tuple(v.shape) for k, v in st.items()} for st in states]
-    same = ("base", "layers", "max_length", "context")
+    same = ("base", "layers", "max_length", "context", "span")
     if any(sh != shapes[0] for sh in shapes) or \
-            any({k: c.get(k) for k in same} != {k: configs[0].get(k) for k in same} for c in configs):
+            any({k: c.get(k, False) for k in same} != {k: configs[0].get(k, False) for k in same}
+                for c in configs):
         raise UserError(f"--average: the readers in {', '.join(map(str, folders))} differ in "
                         f"their weights' shapes or in {', '.join(same)}; average runs of one "
                         f"recipe only", exit_code=2)
     mean = {k: torch.stack([st[k].float() for st in states]).mean(0).to(torch.float16).contiguous()
             for k in states[0]}
-    weights = write_reader(out, mean, {k: configs[0][k] for k in same},
+    weights = write_reader(out, mean, {k: configs[0].get(k, False) for k in same},
                            {"average_of": [c.get("trained") for c in configs]})
     log(f"wrote {weights}: the mean of {len(folders)} readers")
     return out
@@ -539,7 +599,7 @@ def export_checkpoint(out: Path, ts: TrainSettings, log=print) -> Path:
     if not ckpt.exists():
         raise UserError(f"no checkpoint at {ckpt}; train first")
     state = torch.load(ckpt, weights_only=False)
-    model = build_model(resolve_model(BASE), ts.layers)
+    model = build_model(resolve_model(BASE), ts.layers, span=ts.span > 0)
     peft = trainable(model, ts)
     model.load_state_dict(state["model"], strict=False)
     return export(merged(model, peft, log), out, ts, state["step"], state["seconds"], log)
@@ -615,6 +675,102 @@ def paragraph_figures(reader, articles: list[dict], limit: int = 1000, seed: int
     return out
 
 
+def best_spans(start: np.ndarray, end: np.ndarray, valid: np.ndarray, longest: int = 30
+               ) -> tuple[float, int, int]:
+    """An extractive reader's answer in one pair: its best span's start + end logit less
+    [CLS]'s (above 0: a span beats "no answer"), and the span's first and last word piece.
+
+    >>> best_spans(np.array([1., 0., 3., 0.]), np.array([1., 0., 0., 2.]),
+    ...            np.array([True, False, True, True]))
+    (3.0, 2, 3)
+    """
+    pos = np.flatnonzero(valid[1:]) + 1
+    if not len(pos):
+        return -np.inf, 0, 0
+    grid = start[pos][:, None] + end[pos][None, :]
+    i, j = np.indices(grid.shape)
+    grid[(j < i) | (pos[j] - pos[i] >= longest)] = -np.inf
+    a, b = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    return float(grid[a, b] - start[0] - end[0]), int(pos[a]), int(pos[b])
+
+
+def span_figures(folder: Path, articles: list[dict], limit: int = 1000, seed: int = 0) -> dict:
+    """paragraph_figures' questions read by a reader with a span head (torch, float32): the AUC
+    of its no-answer margin (the best span of the paragraph against [CLS]) and of that margin
+    plus the best sentence logit, answerable vs not; and, where the best sentence holds the
+    answer, how often its best span is exactly a gold answer, and the mean SQuAD F1."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .embed import resolve_model
+    from .reader import Reader, pair_text
+
+    reader = Reader(folder, backend="torch", quantize=False, calibrated=False)
+    model, tok = reader.model, AutoTokenizer.from_pretrained(resolve_model(BASE))
+    assert model is not None  # backend="torch"
+    rng = random.Random(seed)
+    items = [(title_text(a["title"]), p["context"], qa) for a in articles
+             for p in a["paragraphs"] for qa in p["qas"]]
+    rng.shuffle(items)
+    margins, both, answerable, exact, f1 = [], [], [], [], []
+    for title, ctx, qa in items[:limit]:
+        sents = [ctx[a:b] for a, b in split_paragraph(ctx)]
+        texts = [pair_text(title, s) for s in sents]
+        enc = tok([qa["question"]] * len(texts), texts, truncation="longest_first",
+                  max_length=reader.config.max_length, padding=True, return_tensors="pt",
+                  return_offsets_mapping=True)
+        with torch.inference_mode():
+            logit, start, end = model(enc["input_ids"], enc["attention_mask"],
+                                      enc["token_type_ids"], spans=True)
+        valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
+                          tok.sep_token_id).numpy()
+        found = [best_spans(start[i].numpy(), end[i].numpy(), valid[i]) for i in range(len(sents))]
+        best = int(np.argmax(logit.numpy()))
+        margin = max(m for m, _, _ in found)
+        margins.append(margin)
+        both.append(margin + float(logit[best]))
+        is_ans = not qa.get("is_impossible") and bool(qa["answers"])
+        answerable.append(is_ans)
+        golds = [x["text"] for x in qa["answers"]] if is_ans else []
+        if golds and any(g in sents[best] for g in golds):
+            offsets = enc["offset_mapping"][best]
+            _, a, b = found[best]
+            got = texts[best][int(offsets[a][0]):int(offsets[b][1])]
+            exact.append(any(_norm(got) == _norm(g) for g in golds))
+            f1.append(max(_f1(got, g) for g in golds))
+    y = np.array(answerable)
+    out: dict = {"questions": len(answerable)}
+    if y.any() and (~y).any():
+        out["auc_span_margin"] = auc(np.array(margins), y)
+        out["auc_span_margin_plus_logit"] = auc(np.array(both), y)
+    if exact:
+        out["span_exact"] = float(np.mean(exact))
+        out["span_f1"] = float(np.mean(f1))
+    return out
+
+
+def _norm(text: str) -> list[str]:
+    """SQuAD's answer normalization: lower case, no punctuation, no articles."""
+    text = re.sub(r"\b(a|an|the)\b", " ", re.sub(r"[^\w\s]", " ", text.lower()))
+    return text.split()
+
+
+def _f1(got: str, gold: str) -> float:
+    """SQuAD's word-overlap F1 of a predicted answer against a gold one.
+
+    >>> _f1("the Denver Broncos", "Denver Broncos"), _f1("Broncos", "Denver Broncos")
+    (1.0, 0.6666666666666666)
+    """
+    from collections import Counter
+
+    a, b = _norm(got), _norm(gold)
+    same = sum((Counter(a) & Counter(b)).values())
+    if not same:
+        return 0.0
+    precision, recall = same / len(a), same / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
 def auc(scores: np.ndarray, positive: np.ndarray) -> float:
     """Probability that a random positive outscores a random negative (ties count half)."""
     from scipy.stats import rankdata
@@ -633,12 +789,16 @@ def report(folder: Path, limit: int, log=print) -> dict:
     v2 = read_squad(SQUAD_V2_DEV)
     _, v2_tune = v2_split(v2, held_out)
     v2_held = [a for a in v2 if a["title"] in held_out]
-    figures = {
-        "squad1.1 dev tuning (articles 0-23)": paragraph_figures(reader, v1_dev_articles(False), limit),
-        "squad1.1 dev held out (articles 24-47)": paragraph_figures(reader, v1_dev_articles(True), limit),
-        "squad2.0 dev tuning articles": paragraph_figures(reader, v2_tune, limit),
-        "squad2.0 dev held-out articles": paragraph_figures(reader, v2_held, limit),
+    sets = {
+        "squad1.1 dev tuning (articles 0-23)": v1_dev_articles(False),
+        "squad1.1 dev held out (articles 24-47)": v1_dev_articles(True),
+        "squad2.0 dev tuning articles": v2_tune,
+        "squad2.0 dev held-out articles": v2_held,
     }
+    figures = {name: paragraph_figures(reader, articles, limit) for name, articles in sets.items()}
+    if reader.config.span:
+        for name, articles in sets.items():
+            figures[name] |= span_figures(folder, articles, limit)
     for name, f in figures.items():
         log(f"{name}: {json.dumps(f)}")
     return figures
@@ -688,6 +848,10 @@ def add_arguments(p) -> None:
                    help="train low-rank adapters (LoRA) of this rank and the head, not the "
                         "layers, then fold them into the layers (default 0: train the layers; "
                         "needs peft, and a higher --lr, such as 5e-4)")
+    p.add_argument("--span", type=float, default=TrainSettings.span, metavar="W",
+                   help="train an extractive span head beside the sentence head, its loss "
+                        "weighted W (default 0: none); the closing figures then add how well "
+                        "its spans and its no-answer score do")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -712,6 +876,8 @@ def run(args) -> int:
         raise UserError(f"--freeze must be from 0 to --layers ({args.layers}) and --adapter 0 or "
                         f"more, not both (--freeze {args.freeze}, --adapter {args.adapter})",
                         exit_code=2)
+    if args.span < 0:
+        raise UserError(f"--span must be 0 or more, not {args.span}", exit_code=2)
     for name in ("perturb", "contrast", "reword"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name} must be from 0 to 1, not {getattr(args, name)}",
@@ -723,7 +889,8 @@ def run(args) -> int:
                        perturb=args.perturb, contrast=args.contrast, reword=args.reword,
                        init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
-                       v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter)
+                       v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter,
+                       span=args.span)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

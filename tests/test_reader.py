@@ -3,6 +3,7 @@ and how the picker uses it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -34,7 +35,7 @@ ARTICLE = {
         {"context": "The Panthers finished the regular season with a 15-1 record. Cam Newton was "
                     "named the league MVP.",
          "qas": [{"question": "Who was named MVP?", "id": "c",
-                  "answers": [{"text": "Cam Newton", "answer_start": 62}]}]},
+                  "answers": [{"text": "Cam Newton", "answer_start": 61}]}]},
     ],
 }
 
@@ -230,6 +231,82 @@ def test_training_can_go_on_from_a_trained_reader(tiny_reader, tmp_path):
     assert trained["steps"] == 2 and trained["from"]["steps"] == 3
 
 
+def test_answering_pairs_carry_their_answers_offsets_in_the_sentence():
+    pairs = article_pairs(ARTICLE, random.Random(0))
+    answers = {p.question: p.sentence[slice(*p.answer)] for p in pairs if p.label}
+    assert answers == {"Which team won Super Bowl 50?": "Denver Broncos",
+                       "Who was named MVP?": "Cam Newton"}
+    assert all(p.answer is None for p in pairs if not p.label)
+    # An answer whose recorded start does not point at its text is dropped, not guessed at.
+    moved = json.loads(json.dumps(ARTICLE))
+    moved["paragraphs"][1]["qas"][0]["answers"][0]["answer_start"] = 62
+    mvp = [p for p in article_pairs(moved, random.Random(0)) if p.label and "MVP" in p.question]
+    assert mvp[0].answer is None
+
+
+def _span_targets(pair, max_length=64):
+    from transformers import AutoTokenizer
+
+    from qa.embed import resolve_model
+    from qa.train_reader import BASE, answer_tokens
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(BASE))
+    enc = tok([pair.question], [pair_text(*pair.reading())], truncation="longest_first",
+              max_length=max_length, return_offsets_mapping=True)
+    a, b = answer_tokens(pair, enc["offset_mapping"][0], enc.sequence_ids(0))
+    return a, b, (tok.decode(enc["input_ids"][0][a:b + 1]) if a > 0 else None)
+
+
+def test_the_span_targets_are_the_answers_word_pieces_or_cls():
+    pairs = article_pairs(ARTICLE, random.Random(0))
+    won = next(p for p in pairs if p.label and "Super Bowl" in p.question)
+    a, b, text = _span_targets(won)
+    assert text == "denver broncos" and 0 < a < b
+    assert _span_targets(next(p for p in pairs if not p.label))[:2] == (0, 0)  # [CLS]
+    # Cut off by truncation, or unknown: not scored.
+    assert _span_targets(won, max_length=12)[:2] == (-100, -100)
+    assert _span_targets(dataclasses.replace(won, answer=None))[:2] == (-100, -100)
+
+
+def test_a_span_run_learns_the_answer_and_still_reads_as_a_sentence_reader(tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from qa.embed import resolve_model
+    from qa.train_reader import BASE, best_spans, span_figures, span_mask
+
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 8
+    out = train(tmp_path / "span", TrainSettings(layers=1, batch_size=4, pairs=48, max_length=64,
+                                                 span=1.0, lr=1e-3),
+                pairs=pairs, log=lambda m: None)
+    config = json.loads((out / CONFIG).read_text())
+    assert config["span"] is True and "span head" in config["trained"]["data"]
+    # Answering reads the sentence head only, through ONNX Runtime as any reader...
+    reader = Reader(out)
+    assert reader.score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+    # ...and the span head, read with torch, has learnt where the answer is.
+    model = Reader(out, backend="torch", quantize=False, calibrated=False).model
+    tok = AutoTokenizer.from_pretrained(resolve_model(BASE))
+    texts = [pair_text("Super Bowl 50", s) for s in (
+        "The Denver Broncos defeated the Carolina Panthers 24-10.",
+        "The game was played on February 7, 2016, at Levi's Stadium in Santa Clara.")]
+    enc = tok(["Which team won Super Bowl 50?"] * 2, texts, return_tensors="pt", padding=True,
+              return_offsets_mapping=True)
+    with torch.inference_mode():
+        _, start, end = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"],
+                              spans=True)
+    valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
+                      tok.sep_token_id).numpy()
+    (answers, a, b), (other, _, _) = (best_spans(start[i].numpy(), end[i].numpy(), valid[i])
+                                      for i in range(2))
+    offsets = enc["offset_mapping"][0]
+    assert texts[0][int(offsets[a][0]):int(offsets[b][1])] == "Denver Broncos"
+    assert answers > other  # the answering sentence's best span is further above [CLS]
+    figures = span_figures(out, [ARTICLE], limit=10)
+    # The two answerable questions' no-answer margins are above the unanswerable one's.
+    assert figures["questions"] == 3 and figures["auc_span_margin"] == 1.0
+
+
 def _base_layers(layers: int) -> dict:
     """The base model's weights as a reader of `layers` layers starts from them."""
     from qa.embed import resolve_model
@@ -337,6 +414,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert main(["train-reader", "--freeze", "2", "--adapter", "8", "--out",
                  str(tmp_path / "o")]) == 2
     assert "not both (--freeze 2, --adapter 8)" in capsys.readouterr().err
+    assert main(["train-reader", "--span", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--span must be 0 or more, not -1.0" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
