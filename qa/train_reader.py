@@ -11,7 +11,10 @@ Data, all from ../shared/qa-train and ../shared/beir (read, never copied):
   `report`, which only scores them.
 
 Training runs on the CPU with checkpoints (resumed when a run is cut short) and a progress bar;
-the result is the float16 state of the changed layers and reader.json (see qa.reader).
+the result is the float16 state of the changed layers and reader.json (see qa.reader). With
+`span`, an extractive span head is trained beside the sentence head (answering pairs point at
+their answer's word pieces, every other pair at [CLS]); answering reads the sentence head only,
+and `report` adds the span head's figures.
 """
 
 from __future__ import annotations
