@@ -63,7 +63,8 @@ class ReaderConfig:
     sha256: str
     trained: dict
     context: int = 0  # words of each neighbouring sentence read with the sentence (pair_text)
-    span: bool = False  # trained with a span head too (qa.train_reader; answering reads [CLS])
+    span: bool = False  # trained with a span head too (qa.train_reader); answering reads the
+    # sentence head only
 
     @classmethod
     def read(cls, folder: Path) -> ReaderConfig:
