@@ -87,6 +87,9 @@ class TrainSettings:
     # points at the gold answer's first and last word pieces in an answering pair and at [CLS]
     # in every other, as SQuAD 2.0 readers do.
     span: float = 0.0
+    # Listwise with "no answer": a question's pairs are scored together, with a learned logit for
+    # "none of these", in one softmax (SQuAD 2.0's no-answer training), instead of each pair alone.
+    listwise: bool = False
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -378,6 +381,39 @@ def _batches(pairs: list[Pair], size: int, bucket: int = 50) -> list[list[Pair]]
     return out
 
 
+def _question_batches(pairs: list[Pair], size: int) -> list[list[Pair]]:
+    """Batches of whole questions, in the pairs' (shuffled) order of first appearance: each batch
+    holds every pair of its questions (a reworded or swapped question is a question of its own),
+    and at least `size` pairs but for the last."""
+    groups: dict[str, list[Pair]] = {}
+    for p in pairs:
+        groups.setdefault(p.question, []).append(p)
+    out: list[list[Pair]] = [[]]
+    for group in groups.values():
+        if len(out[-1]) >= size:
+            out.append([])
+        out[-1] += group
+    return [b for b in out if b]
+
+
+def listwise_loss(logits, batch: list[Pair], null):
+    """Mean over the batch's questions of the cross-entropy of one softmax over the question's
+    pairs and `null` ("none of these answers"), the target being its answering pair, or `null`
+    when none answers."""
+    import torch
+
+    losses, i = [], 0
+    while i < len(batch):
+        j = i
+        while j < len(batch) and batch[j].question == batch[i].question:
+            j += 1
+        scores = torch.cat([logits[i:j], null.reshape(1)])
+        target = next((k for k in range(j - i) if batch[i + k].label), j - i)
+        losses.append(torch.nn.functional.cross_entropy(scores[None], torch.tensor([target])))
+        i = j
+    return torch.stack(losses).mean()
+
+
 def answer_tokens(pair: Pair, offsets, sequence: list[int | None]) -> tuple[int, int]:
     """The first and last word piece of a pair's answer in its tokenized input; (0, 0), [CLS],
     for a pair that does not answer, and (-100, -100), not scored, for an answering pair whose
@@ -444,7 +480,9 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(heads)]
     log(f"training {sum(p.numel() for p in body):,} parameters and the head's "
         f"{sum(p.numel() for p in head):,}")
-    opt = torch.optim.AdamW([{"params": body, "lr": ts.lr}, {"params": head, "lr": ts.head_lr}],
+    null = torch.nn.Parameter(torch.zeros(()))  # the listwise "no answer" logit
+    opt = torch.optim.AdamW([{"params": body, "lr": ts.lr},
+                             {"params": head + ([null] if ts.listwise else []), "lr": ts.head_lr}],
                             weight_decay=0.01)
     pairs = training_pairs(ts, log) if pairs is None else pairs
     if ts.limit_questions:
@@ -460,13 +498,16 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         step, seconds = state["step"], state["seconds"]
+        if "null" in state:
+            null.data.fill_(state["null"])
         log(f"resumed at step {step} of {total}")
     loss_fn = torch.nn.BCEWithLogitsLoss()
     span_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     model.train()
     bar = tqdm(total=total, initial=step, desc="training reader", file=sys.stderr)
     t0, running = time.time(), []
-    batches = _batches(pairs, ts.batch_size)[:total]
+    batches = (_question_batches(pairs, ts.batch_size) if ts.listwise
+               else _batches(pairs, ts.batch_size))[:total]
     for batch in batches[step:]:
         enc = tok([p.question for p in batch],
                   [pair_text(*p.reading(), context=ts.context) for p in batch],
@@ -480,14 +521,14 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
                               tok.sep_token_id)
             where = torch.tensor([answer_tokens(p, enc["offset_mapping"][i].tolist(),
                                                 enc.sequence_ids(i)) for i, p in enumerate(batch)])
-            loss = loss_fn(logits, y)
+            loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
             if (where[:, 0] >= 0).any():
                 loss = loss + ts.span * 0.5 * (
                     span_fn(start.masked_fill(~valid, -1e4), where[:, 0])
                     + span_fn(end.masked_fill(~valid, -1e4), where[:, 1]))
         else:
             logits = model(*inputs)
-            loss = loss_fn(logits, y)
+            loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -504,12 +545,13 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         if step % 150 == 0 or step == total:
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.trained_state(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step,
+                        "sched": sched.state_dict(), "step": step, "null": null.item(),
                         "seconds": seconds + time.time() - t0}, tmp)
             os.replace(tmp, ckpt)
     bar.close()
     seconds += time.time() - t0
-    return export(merged(model, peft, log), out, ts, step, seconds, log)
+    seen = sum(map(len, batches[:step]))  # listwise batches hold whole questions: not step x size
+    return export(merged(model, peft, log), out, ts, step, seconds, log, seen=seen)
 
 
 def write_reader(out: Path, state: dict, fields: dict, trained: dict) -> Path:
@@ -527,8 +569,10 @@ def write_reader(out: Path, state: dict, fields: dict, trained: dict) -> Path:
     return weights
 
 
-def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=print) -> Path:
-    """Write the float16 weights that training changed and reader.json (with their sha256)."""
+def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=print,
+           seen: int | None = None) -> Path:
+    """Write the float16 weights that training changed and reader.json (with their sha256);
+    `seen` is the pairs the run read (default: steps x batch size)."""
     import torch
 
     from .reader import CONFIG
@@ -542,8 +586,10 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
             + (f" (every SQuAD 2.0 pair in the run, {ts.v2_in_run} times)" if ts.v2_in_run
                else "")
             + (f"; a span head beside the sentence head (loss weight {ts.span})" if ts.span
-               else ""))
-    trained = {**asdict(ts), "steps": step, "pairs_seen": step * ts.batch_size,
+               else "")
+            + ("; listwise per question with a no-answer logit" if ts.listwise else ""))
+    trained = {**asdict(ts), "steps": step,
+               "pairs_seen": seen if seen is not None else step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from
         trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
@@ -855,6 +901,9 @@ def add_arguments(p) -> None:
                    help="train an extractive span head beside the sentence head, its loss "
                         "weighted W (default 0: none); the closing figures then add how well "
                         "its spans and its no-answer score do")
+    p.add_argument("--listwise", action="store_true",
+                   help="score each question's pairs in one softmax with a learned \"none of "
+                        "these\" logit, instead of each pair alone (measured, not used)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -893,7 +942,7 @@ def run(args) -> int:
                        init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
                        v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter,
-                       span=args.span)
+                       span=args.span, listwise=args.listwise)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

@@ -307,6 +307,34 @@ def test_a_span_run_learns_the_answer_and_still_reads_as_a_sentence_reader(tmp_p
     assert figures["questions"] == 3 and figures["auc_span_margin"] == 1.0
 
 
+def test_listwise_batches_keep_questions_whole_and_score_them_against_no_answer(tmp_path):
+    import torch
+
+    from qa.train_reader import Pair, _question_batches, listwise_loss
+
+    pairs = article_pairs(ARTICLE, random.Random(0), perturb=1.0)
+    random.Random(1).shuffle(pairs)
+    batches = _question_batches(pairs, 2)
+    assert sum(map(len, batches)) == len(pairs) and all(len(b) >= 2 for b in batches[:-1])
+    for b in batches:  # every question's pairs are in one batch, side by side
+        qs = [p.question for p in b]
+        assert all(qs.count(q) == len([p for p in pairs if p.question == q]) for q in qs)
+        assert [q for i, q in enumerate(qs) if i == 0 or q != qs[i - 1]] == list(dict.fromkeys(qs))
+    # One softmax per question over its pairs and "none of these": the target is the answering
+    # pair, or "none" for a question no pair answers.
+    batch = [Pair("q1", "", "a", 0), Pair("q1", "", "b", 1), Pair("q2", "", "c", 0)]
+    logits, null = torch.tensor([1.0, 2.0, 0.5]), torch.tensor(0.25)
+    want = (-torch.log_softmax(torch.tensor([1.0, 2.0, 0.25]), 0)[1]
+            - torch.log_softmax(torch.tensor([0.5, 0.25]), 0)[1]) / 2
+    assert torch.isclose(listwise_loss(logits, batch, null), want)
+    out = train(tmp_path / "lw", TrainSettings(layers=1, batch_size=4, pairs=8, max_length=48,
+                                               listwise=True), pairs=pairs * 2, log=lambda m: None)
+    trained = json.loads((out / CONFIG).read_text())["trained"]
+    assert trained["listwise"] is True and trained["steps"] == 2
+    assert trained["pairs_seen"] == sum(map(len, _question_batches(pairs * 2, 4)[:2])) > 8
+    assert Reader(out).score("Which team won?", [("Super Bowl 50", "The Broncos won.")]).shape == (1,)
+
+
 def _base_layers(layers: int) -> dict:
     """The base model's weights as a reader of `layers` layers starts from them."""
     from qa.embed import resolve_model
