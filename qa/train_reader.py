@@ -14,7 +14,8 @@ Training runs on the CPU with checkpoints (resumed when a run is cut short) and 
 the result is the float16 state of the changed layers and reader.json (see qa.reader). With
 `span`, an extractive span head is trained beside the sentence head (answering pairs point at
 their answer's word pieces, every other pair at [CLS]); answering reads the sentence head only,
-and `report` adds the span head's figures.
+and `report` adds the span head's figures. With `listwise`, each question's pairs are scored in
+one softmax with a learned "none of these" logit instead of one by one.
 """
 
 from __future__ import annotations
