@@ -516,20 +516,19 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
                   return_tensors="pt", return_offsets_mapping=bool(ts.span))
         y = torch.tensor([float(p.label) for p in batch])
         inputs = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        got = model(*inputs, spans=bool(ts.span))
+        logits = got[0] if ts.span else got
+        loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
         if ts.span:
-            logits, start, end = model(*inputs, spans=True)
+            _, start, end = got
             valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
                               tok.sep_token_id)
             where = torch.tensor([answer_tokens(p, enc["offset_mapping"][i].tolist(),
                                                 enc.sequence_ids(i)) for i, p in enumerate(batch)])
-            loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
             if (where[:, 0] >= 0).any():
                 loss = loss + ts.span * 0.5 * (
                     span_fn(start.masked_fill(~valid, -1e4), where[:, 0])
                     + span_fn(end.masked_fill(~valid, -1e4), where[:, 1]))
-        else:
-            logits = model(*inputs)
-            loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -693,31 +692,33 @@ def merged(model, peft, log=print):
 
 # ---------------------------------------------------------------- scoring without retrieval
 
+def paragraph_questions(articles: list[dict], limit: int, seed: int = 0
+                        ) -> list[tuple[str, list[str], dict, list[str]]]:
+    """A fixed sample of `limit` questions, each with its article title, its paragraph's
+    sentences and its gold answers ([] when it has none), for the figures below."""
+    items = [(title_text(a["title"]), p["context"], qa) for a in articles
+             for p in a["paragraphs"] for qa in p["qas"]]
+    random.Random(seed).shuffle(items)
+    return [(title, [ctx[a:b] for a, b in split_paragraph(ctx)], qa,
+             [] if qa.get("is_impossible") else [x["text"] for x in qa["answers"]])
+            for title, ctx, qa in items[:limit]]
+
+
 def paragraph_figures(reader, articles: list[dict], limit: int = 1000, seed: int = 0) -> dict:
     """With the gold paragraph given: how often the reader's best sentence holds a gold answer
     (answerable questions), and the AUC of its best logit for answerable vs not."""
-    rng = random.Random(seed)
-    items = []
-    for a in articles:
-        title = title_text(a["title"])
-        for p in a["paragraphs"]:
-            for qa in p["qas"]:
-                items.append((title, p["context"], qa))
-    rng.shuffle(items)
-    items = items[:limit]
+    items = paragraph_questions(articles, limit, seed)
     hits, best_logits, answerable = [], [], []
-    for title, ctx, qa in items:
-        spans = split_paragraph(ctx)
-        sents = [ctx[a:b] for a, b in spans]
+    for title, sents, qa, golds in items:
         logits = reader.score(qa["question"], [(title, s, sents[j - 1] if j else "",
                                                 sents[j + 1] if j + 1 < len(sents) else "")
                                                for j, s in enumerate(sents)])
         best = int(np.argmax(logits))
-        is_ans = not qa.get("is_impossible") and bool(qa["answers"])
+        is_ans = bool(golds)
         answerable.append(is_ans)
         best_logits.append(float(logits[best]))
         if is_ans:
-            hits.append(any(x["text"] in sents[best] for x in qa["answers"]))
+            hits.append(any(g in sents[best] for g in golds))
     out = {"questions": len(items), "best_sentence_holds_answer": float(np.mean(hits)) if hits else None}
     y = np.array(answerable)
     if y.any() and (~y).any():
@@ -744,46 +745,37 @@ def best_spans(start: np.ndarray, end: np.ndarray, valid: np.ndarray, longest: i
     return float(grid[a, b] - start[0] - end[0]), int(pos[a]), int(pos[b])
 
 
-def span_figures(folder: Path, articles: list[dict], limit: int = 1000, seed: int = 0) -> dict:
-    """paragraph_figures' questions read by a reader with a span head (torch, float32): the AUC
-    of its no-answer margin (the best span of the paragraph against [CLS]) and of that margin
-    plus the best sentence logit, answerable vs not; and, where the best sentence holds the
-    answer, how often its best span is exactly a gold answer, and the mean SQuAD F1."""
+def span_figures(reader, articles: list[dict], limit: int = 1000, seed: int = 0) -> dict:
+    """paragraph_figures' questions read by a reader with a span head, loaded with torch in
+    float32 (`Reader(folder, backend="torch", quantize=False)`): the AUC of its no-answer
+    margin (the best span of the paragraph against [CLS]) and of that margin plus the best
+    sentence logit, answerable vs not; and, where the best sentence holds the answer, how often
+    its best span is exactly a gold answer, and the mean SQuAD F1."""
     import torch
-    from transformers import AutoTokenizer
 
-    from .embed import resolve_model
-    from .reader import Reader, pair_text
+    from . import onnxrt
+    from .reader import pair_text
 
-    reader = Reader(folder, backend="torch", quantize=False, calibrated=False)
-    model, tok = reader.model, AutoTokenizer.from_pretrained(resolve_model(BASE))
-    assert model is not None  # backend="torch"
-    rng = random.Random(seed)
-    items = [(title_text(a["title"]), p["context"], qa) for a in articles
-             for p in a["paragraphs"] for qa in p["qas"]]
-    rng.shuffle(items)
+    assert reader.model is not None, "span_figures reads with torch"
+    sep = reader.tokenizer.token_to_id("[SEP]")
     margins, both, answerable, exact, f1 = [], [], [], [], []
-    for title, ctx, qa in items[:limit]:
-        sents = [ctx[a:b] for a, b in split_paragraph(ctx)]
+    for title, sents, qa, golds in paragraph_questions(articles, limit, seed):
         texts = [pair_text(title, s) for s in sents]
-        enc = tok([qa["question"]] * len(texts), texts, truncation="longest_first",
-                  max_length=reader.config.max_length, padding=True, return_tensors="pt",
-                  return_offsets_mapping=True)
+        encodings = reader.tokenizer.encode_batch([(qa["question"], t) for t in texts])
+        feed = onnxrt.feed(encodings)
+        ids, mask, types = (torch.from_numpy(feed[k])
+                            for k in ("input_ids", "attention_mask", "token_type_ids"))
         with torch.inference_mode():
-            logit, start, end = model(enc["input_ids"], enc["attention_mask"],
-                                      enc["token_type_ids"], spans=True)
-        valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
-                          tok.sep_token_id).numpy()
+            logit, start, end = reader.model(ids, mask, types, spans=True)
+        valid = span_mask(ids, types, mask, sep).numpy()
         found = [best_spans(start[i].numpy(), end[i].numpy(), valid[i]) for i in range(len(sents))]
         best = int(np.argmax(logit.numpy()))
         margin = max(m for m, _, _ in found)
         margins.append(margin)
         both.append(margin + float(logit[best]))
-        is_ans = not qa.get("is_impossible") and bool(qa["answers"])
-        answerable.append(is_ans)
-        golds = [x["text"] for x in qa["answers"]] if is_ans else []
+        answerable.append(bool(golds))
         if golds and any(g in sents[best] for g in golds):
-            offsets = enc["offset_mapping"][best]
+            offsets = encodings[best].offsets
             _, a, b = found[best]
             got = texts[best][int(offsets[a][0]):int(offsets[b][1])]
             exact.append(any(_norm(got) == _norm(g) for g in golds))
@@ -846,9 +838,10 @@ def report(folder: Path, limit: int, log=print) -> dict:
         "squad2.0 dev held-out articles": v2_held,
     }
     figures = {name: paragraph_figures(reader, articles, limit) for name, articles in sets.items()}
-    if reader.config.span:
+    if reader.config.span:  # the span head is read with torch: one float32 model for every set
+        spans = Reader(folder, backend="torch", quantize=False, calibrated=False)
         for name, articles in sets.items():
-            figures[name] |= span_figures(folder, articles, limit)
+            figures[name] |= span_figures(spans, articles, limit)
     for name, f in figures.items():
         log(f"{name}: {json.dumps(f)}")
     return figures

@@ -302,7 +302,8 @@ def test_a_span_run_learns_the_answer_and_still_reads_as_a_sentence_reader(tmp_p
     offsets = enc["offset_mapping"][0]
     assert texts[0][int(offsets[a][0]):int(offsets[b][1])] == "Denver Broncos"
     assert answers > other  # the answering sentence's best span is further above [CLS]
-    figures = span_figures(out, [ARTICLE], limit=10)
+    figures = span_figures(Reader(out, backend="torch", quantize=False, calibrated=False),
+                           [ARTICLE], limit=10)
     # The two answerable questions' no-answer margins are above the unanswerable one's.
     assert figures["questions"] == 3 and figures["auc_span_margin"] == 1.0
 
