@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     _common(s)
     s.add_argument("--ray", metavar="ADDRESS", required=True, help="the cluster (host:port or auto)")
     s.add_argument("--replicas", type=int, default=1, help="replicas of each shard (default 1)")
+    s.add_argument("--ingress-replicas", type=int, default=1,
+                   help="replicas of the ingress, each loading the model and the reader; with 2 "
+                        "or more, questions whose replica dies go to another at once (default 1)")
     s.add_argument("--nprobe", type=int, help=NPROBE_HELP + " (every shard's)")
     s.add_argument("--shard-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long a question waits for a shard that is down (asking again when "
@@ -186,15 +189,18 @@ def cmd_ask(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import deploy
 
-    if args.replicas < 1:
-        raise UserError(f"--replicas must be at least 1, got {args.replicas}")
+    for flag, n in (("--replicas", args.replicas), ("--ingress-replicas", args.ingress_replicas)):
+        if n < 1:
+            raise UserError(f"{flag} must be at least 1, got {n}")
     if args.shard_timeout is not None and not args.shard_timeout > 0:
         raise UserError(f"--shard-timeout must be more than 0 seconds, got {args.shard_timeout}")
     settings = settings_from(args)
     got = deploy(args.ray, settings.index_dir, settings, replicas=args.replicas,
+                 ingress_replicas=args.ingress_replicas,
                  **({"shard_timeout": args.shard_timeout} if args.shard_timeout else {}))
     print(f"serving {settings.index_dir} on {args.ray}: {got['shards']} shard deployments x "
-          f"{got['replicas']} replicas and an ingress; ask with `qa ask --ray {args.ray} QUESTION`")
+          f"{got['replicas']} replicas and an ingress x {got['ingress_replicas']}; ask with "
+          f"`qa ask --ray {args.ray} QUESTION`")
     return 0
 
 

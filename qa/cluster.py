@@ -1,9 +1,12 @@
 """The sharded build on a Ray cluster (`qa build --ray ADDRESS --shards N`); Ray is imported here only.
 
 The pipeline, in Ray Data:
-  articles (ingested on the driver, so ids and de-duplication are exactly a single build's)
-  -> chunk and embed, in an actor pool (each actor loads the model once: its tokenizer sizes the
-     passages, then it encodes them)
+  files, listed by the driver in path order
+  -> read and parsed in tasks across the cluster (qa.ingest.read_file: decoding, HTML
+     extraction, metadata), back to the driver, which decides ids and duplicates in path order
+     exactly as a single build does (qa.ingest.ingest)
+  -> the articles chunked and embedded, in an actor pool (each actor loads the model once: its
+     tokenizer sizes the passages, then it encodes them)
   -> materialized in the object store; one pass of tasks counts passages per article and the
      BM25 statistics per block, which the driver adds up and plans the shards with (qa.shards)
   -> each passage gets its global id and shard
@@ -112,6 +115,45 @@ class ChunkEmbed:
                 for k, v in out.items()}
         cols["vector"] = self.encoder.encode(out["text"], batch_size=self.settings.batch_size)
         return cols
+
+
+def _read_files(batch: dict) -> dict:
+    """Ray Data task: files -> their articles (rows, as JSON) and what was skipped, why."""
+    from .ingest import read_file
+    from .store import _article_row
+
+    articles, skipped = [], []
+    for root, path in zip(batch["root"], batch["path"]):
+        got, why = read_file(Path(root), Path(path))
+        articles.append(json.dumps([_article_row(a) for a in got], ensure_ascii=False))
+        skipped.append(json.dumps(why, ensure_ascii=False))
+    return {"file": batch["file"], "articles": np.array(articles, dtype=object),
+            "skipped": np.array(skipped, dtype=object)}
+
+
+def read_on_ray(ray, workers: int, files_per_task: int = 64):
+    """A qa.ingest.FileReader that reads the files in Ray Data tasks of one CPU, up to `workers`
+    at once (every node must see the files at the same path)."""
+    from .store import _article_from_row
+
+    def read(files: list[tuple[Path, Path]]):
+        if not files:
+            return []
+        items = [{"file": i, "root": str(root), "path": str(path)}
+                 for i, (root, path) in enumerate(files)]
+        blocks = max(1, min(len(items), -(-len(items) // files_per_task)))
+        rows = (ray.data.from_items(items, override_num_blocks=blocks)
+                .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
+                             compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
+                .take_all())
+        rows.sort(key=lambda r: int(r["file"]))
+        if len(rows) != len(files):
+            raise UserError(f"the Ray build read {len(rows)} of {len(files)} files; the previous "
+                            f"index is still live")
+        return [([_article_from_row(a) for a in json.loads(r["articles"])],
+                 [tuple(w) for w in json.loads(r["skipped"])]) for r in rows]
+
+    return read
 
 
 class NodeWatch:
@@ -246,16 +288,15 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     from .build import BuildSummary, build_record
     from .bm25corpus import add_stats
     from .embed import load_encoder
-    from .ingest import ingest
+    from .ingest import check_sources, ingest
     from .shards import plan_shards, shard_manifest, write_collection
     from .store import _article_row, lock, publish, writable
 
     import_ray()  # before any work: a missing extra is said at once
     started = time.perf_counter()
-    folders = [Path(s) for s in sources]
-    report = ingest(folders)
-    if shards < 1 or shards > len(report.articles):
-        plan_shards([1] * len(report.articles), shards)  # raises the UserError that says why
+    folders = check_sources(sources)  # a missing folder is said before joining the cluster
+    if shards < 1:
+        plan_shards([1], shards)  # raises the UserError that says why
     ray = connect(address)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
@@ -269,6 +310,9 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
                         f"each embedding worker needs one; add a node, or stop what holds them "
                         f"(`qa serve` does: `serve shutdown`), then build again")
     workers = workers or free
+    report = ingest(folders, read_on_ray(ray, workers))
+    if shards > len(report.articles):
+        plan_shards([1] * len(report.articles), shards)  # raises the UserError that says why
     encoder = load_encoder(settings.model)  # the driver's copy: the build record only
     base = build_record(settings, encoder, folders)
     root = writable(Path(settings.index_dir))

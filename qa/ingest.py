@@ -9,7 +9,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .settings import UserError
 from .types import Article, Span
@@ -54,17 +54,38 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     files: int = 0
+    quiet: bool = False  # skips are recorded, not logged (a file read elsewhere: read_file)
 
     def skip(self, where: str, why: str) -> None:
-        log.warning("skipped %s: %s", where, why)
+        if not self.quiet:
+            log.warning("skipped %s: %s", where, why)
         self.skipped.append((where, why))
 
 
-def ingest(sources: Iterable[Path | str]) -> IngestReport:
+# Reads files, given as (source folder, file), into one (articles, skipped) per file, in order.
+FileReader = Callable[[list[tuple[Path, Path]]], Iterable[tuple[list[Article], list[tuple[str, str]]]]]
+
+
+def read_file(root: Path, path: Path) -> tuple[list[Article], list[tuple[str, str]]]:
+    """One file's articles and what of it was skipped, why; nothing logged. Depends on the
+    file alone, so files can be read anywhere, in any order (qa.cluster reads them on Ray)."""
+    report = IngestReport(quiet=True)
+    return list(_read_safely(root, path, report)), report.skipped
+
+
+def read_here(files: list[tuple[Path, Path]]) -> Iterator[tuple[list[Article], list[tuple[str, str]]]]:
+    """read_file of each file in turn, in this process."""
+    return (read_file(root, path) for root, path in files)
+
+
+def ingest(sources: Iterable[Path | str], read: FileReader = read_here) -> IngestReport:
     """Read every supported file below the sources into Articles.
 
     Args:
         sources: folders (searched recursively) or single files.
+        read: reads the files (read_here, or qa.cluster's on a Ray cluster); what is kept and
+            what is a duplicate is decided here, in path order, so any reader gives the same
+            report.
 
     Returns:
         An IngestReport; articles are in path order, each content and doc_id once.
@@ -75,9 +96,12 @@ def ingest(sources: Iterable[Path | str]) -> IngestReport:
     report = IngestReport()
     seen_ids: dict[str, str] = {}
     seen_content: dict[str, str] = {}
-    for root, path in source_files(sources):
-        report.files += 1
-        for article in _read_safely(root, path, report):
+    files = list(source_files(sources))
+    report.files = len(files)
+    for (root, path), (articles, skipped) in zip(files, read(files), strict=True):
+        for where, why in skipped:
+            report.skip(where, why)
+        for article in articles:
             where = article.path or str(path)
             if article.doc_id in seen_ids and path.suffix.lower() not in JSONL_SUFFIXES:
                 # "a.txt" beside "a.md": keep both, the later one under its name with extension
@@ -112,12 +136,7 @@ def source_files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
 
     Hidden files and folders are left out. Raises UserError for no source or a missing one.
     """
-    paths = [Path(s) for s in sources]
-    if not paths:
-        raise UserError("no source folder given; pass a folder of articles, e.g. `qa build seeds/`")
-    for source in paths:
-        if not source.exists():
-            raise UserError(f"source {source} does not exist; pass a folder of articles")
+    for source in check_sources(sources):
         if source.is_file():
             yield source.parent, source
             continue
@@ -125,6 +144,21 @@ def source_files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:
                        if p.is_file() and p.suffix.lower() in SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(source).parts))
         yield from ((source, p) for p in files)
+
+
+def check_sources(sources: Iterable[Path | str]) -> list[Path]:
+    """The sources as paths.
+
+    Raises:
+        UserError: no source is given, or one does not exist.
+    """
+    paths = [Path(s) for s in sources]
+    if not paths:
+        raise UserError("no source folder given; pass a folder of articles, e.g. `qa build seeds/`")
+    for source in paths:
+        if not source.exists():
+            raise UserError(f"source {source} does not exist; pass a folder of articles")
+    return paths
 
 
 def _read_safely(root: Path, path: Path, report: IngestReport) -> Iterator[Article]:

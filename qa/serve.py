@@ -467,15 +467,20 @@ def shard_send_extra() -> int:
 
 
 def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
-           cpus_per_replica: float = 0.25, shard_timeout: float = SHARD_TIMEOUT_S) -> dict:
+           cpus_per_replica: float = 0.25, shard_timeout: float = SHARD_TIMEOUT_S,
+           ingress_replicas: int = 1) -> dict:
     """Run the app on the cluster (replacing a running one): a deployment per shard, the ingress.
 
     Args:
+        replicas: replicas of each shard.
         shard_timeout: seconds the ingress waits for a shard (asking again when its replica
             dies) before failing the question with a message naming the shard.
+        ingress_replicas: replicas of the ingress, each with its own model and reader. With
+            two or more, a question whose ingress replica dies is asked again of another at once
+            (`result`), instead of waiting for the dead one's replacement to load.
 
     Returns:
-        {"shards": n, "replicas": replicas}
+        {"shards": n, "replicas": replicas, "ingress_replicas": ingress_replicas}
     """
     from .cluster import connect
 
@@ -507,12 +512,12 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     fields["index_dir"] = str(fields["index_dir"])
     ingress_options = {**options, "runtime_env": {"env_vars": {
         "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": str(GRPC_MAX_BYTES)}}}
-    ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=1,
+    ingress: Any = serve.deployment(Ingress, name="ingress", num_replicas=ingress_replicas,
                                     ray_actor_options=ingress_options)
     serve.run(ingress.bind(str(index.path), fields, *shard_apps, shard_timeout=shard_timeout,
                            grpc=SERVE_GRPC), name=APP, route_prefix=None)
     del ray
-    return {"shards": len(shard_apps), "replicas": replicas}
+    return {"shards": len(shard_apps), "replicas": replicas, "ingress_replicas": ingress_replicas}
 
 
 def app_handle(address: str):
@@ -536,9 +541,9 @@ def app_handle(address: str):
 
 def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
     """The result of `call()`, a handle call to the app, its failures said in one line. A call
-    whose ingress replica dies (kill -9, a lost node) is made again, which Serve routes to
-    another replica or the one replacing it, until `timeout` seconds from the start; the app's
-    calls only read, so making one twice is safe.
+    whose ingress replica dies (kill -9, a lost node, or a gRPC call cut off as it shuts down) is
+    made again, which Serve routes to another replica or the one replacing it, until `timeout`
+    seconds from the start; the app's calls only read, so making one twice is safe.
 
     Raises:
         UserError: what the ingress raised for the request (a bad question, a filter), as it was.
@@ -566,7 +571,7 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
             # Anything else Serve raises (its own errors, a gRPC status) is said in one line.
             if not isinstance(e, (RayActorError, RayServeException)) and not _is_grpc(e):
                 raise
-            if isinstance(e, RayActorError) and time.monotonic() < deadline:
+            if (isinstance(e, RayActorError) or _grpc_lost(e)) and time.monotonic() < deadline:
                 log.warning("the ingress replica died during a call (%s); asking again",
                             type(e).__name__)
                 time.sleep(0.1)  # the router drops the dead replica; do not spin meanwhile

@@ -5,8 +5,13 @@ the reader), answers holding a gold answer, and the dense search's time.
 The IVF copy is `qa.store.reindexed` of the Flat index (the same vectors and passages, nothing
 encoded again), probed with each --nprobe in turn.
 
+With --pq, also IVF-PQ (48 bytes a vector, the same lists) over the same vectors, alone and
+with its best 10 x R candidates re-ranked by their exact vectors (faiss.IndexRefine, k_factor R):
+the dense recall@10 only, since the product does not serve PQ; for the plan to 100 million
+passages (README, Past one machine).
+
 Usage: PYTHONPATH=$PWD python scripts/ivf_check.py FLAT_INDEX QUESTIONS.jsonl [--n 500]
-           [--nprobe 4,16,64]
+           [--nprobe 4,16,64] [--pq] [--refine 1,4,16]
   e.g. FLAT_INDEX from `qa build ../shared/beir/squad-v1.1-dev/corpus.jsonl --index /tmp/squad`
 """
 
@@ -17,7 +22,7 @@ from pathlib import Path
 
 import faiss
 
-from qa.bench import timed
+from qa.bench import recall_at, timed
 from qa.embed import load_encoder
 from qa.engine import QA
 from qa.evaluation.data import load_questions, select
@@ -39,6 +44,8 @@ def main() -> None:
     p.add_argument("questions")
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--nprobe", default="4,16,64")
+    p.add_argument("--pq", action="store_true", help="also IVF-PQ48, alone and re-ranked")
+    p.add_argument("--refine", default="1,4,16", help="re-rank the best 10 x R (with --pq)")
     args = p.parse_args()
     questions = select(load_questions(Path(args.questions)), sample=args.n, seed=0)
     flat = load(args.index)
@@ -71,6 +78,42 @@ def main() -> None:
             hit = mean(answer_hit(q, got[q.id]) for q in questions)
             print(f"| {ivf.nprobe} | {recall:.3f} | {same_top:.3f} | {same_answer:.3f} | "
                   f"{hit:.3f} | {search_ms(approx, vecs):.3f} |")
+        nlist = ivf.nlist
+    if args.pq:
+        pq_table(flat.vectors, vecs, nlist, [int(x) for x in args.nprobe.split(",")],
+                 [int(x) for x in args.refine.split(",")])
+
+
+def pq_table(vectors, queries, nlist: int, nprobes: list[int], refines: list[int]) -> None:
+    """Dense recall@10 of IVF{nlist},PQ48 against exact search, each nprobe alone and with its
+    best 10 x R re-ranked by the exact vectors, and the p50 ms of one question's search."""
+    from qa.retrieve import one_faiss_thread
+
+    dim = vectors.shape[1]
+    exact = faiss.IndexFlatIP(dim)
+    exact.add(vectors)
+    truth = exact.search(queries, K)[1]
+    pq = faiss.index_factory(dim, f"IVF{nlist},PQ48np", faiss.METRIC_INNER_PRODUCT)
+    pq.train(vectors)
+    pq.add(vectors)
+    codes = faiss.serialize_index(pq).nbytes / len(vectors)
+    print(f"\nIVF{nlist},PQ48 over the same {len(vectors):,} vectors: {codes:.0f} bytes a vector "
+          f"(re-ranking also reads the exact vectors, {4 * dim} bytes each, of the candidates)")
+    print("| nprobe | re-ranked | dense recall@10 | search p50 ms |")
+    print("| --- | --- | --- | --- |")
+    refined = faiss.IndexRefine(pq, exact)  # the exact vectors re-rank PQ's candidates
+    for nprobe in nprobes:
+        faiss.extract_index_ivf(pq).nprobe = min(nprobe, nlist)
+        for r in refines:
+            index = pq if r == 1 else refined
+            if r > 1:
+                refined.k_factor = r
+            got = index.search(queries, K)[1]
+            with one_faiss_thread():
+                ms = percentile(timed(lambda v: index.search(v.reshape(1, -1), K), list(queries),
+                                      len(queries)), 50) * 1000
+            print(f"| {min(nprobe, nlist)} | {'no' if r == 1 else f'best {K * r}'} | "
+                  f"{recall_at(truth, got):.3f} | {ms:.3f} |")
 
 
 def mean(values) -> float:

@@ -24,6 +24,17 @@ ARTIFACTS = ROOT / "artifacts"
 REQUIRE_ALL = os.environ.get("QA_REQUIRE_ALL") == "1"
 
 
+def write_files(folder: Path, files: dict) -> None:
+    """Each name (a path below folder) with its content, text as UTF-8 or bytes as they are."""
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+
+
 def require_shared_data(reason: str) -> None:
     """Skip with the reason on a plain clone; fail with it under QA_REQUIRE_ALL=1 (CI)."""
     if REQUIRE_ALL:

@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from qa.ingest import decode, ingest, parse_text, IngestReport
+from qa.ingest import IngestReport, decode, ingest, parse_text, read_file
 from qa.settings import UserError
 
-from conftest import SEEDS
+from conftest import SEEDS, write_files as _write
 
 # What each seed says about itself, and nothing more: a field the article does not state is "".
 SEED_META = {
@@ -115,16 +115,6 @@ def test_header_lines(header, expected):
     assert a.title == "A headline"
     assert [text[s:e] for s, e in a.body] == [
         "The council approved the plan on Monday, officials said."]
-
-
-def _write(folder, files: dict):
-    for name, content in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
 
 
 ARTICLE = ("Bridge opens next spring\n2021-03-04\n\nThe city council said on Monday that the new "
@@ -304,3 +294,44 @@ def test_a_missing_dependency_is_not_reported_as_unreadable_articles(tmp_path, m
     monkeypatch.setitem(sys.modules, "dateparser", None)  # `import dateparser` raises ImportError
     with pytest.raises(ImportError):
         ingest([tmp_path])
+
+
+def messy_sources(folder) -> None:
+    """A folder of every kind of article and of bad input that ingestion decides about: HTML,
+    text and markdown, a doc_id two files give, a copy, bad files, a corpus.jsonl with a
+    malformed line and a doc_id already used (qa.ingest.ingest's report must not depend on how
+    the files were read)."""
+    rows = [json.dumps({"_id": "d1", "title": "Tunnel", "text": "The tunnel opened on Monday."}),
+            '{"_id": "d2", "title": "broken"',
+            json.dumps({"_id": "story", "title": "Clash", "text": "A doc_id the files use."})]
+    _write(folder, {"a.txt": ARTICLE, "copies/a-again.txt": ARTICLE.replace("\n", "\r\n"),
+                    "news/tunnel.html": HTML, "story.md": "# Markdown story\n\nThe school "
+                    "board approved a budget of 12 million dollars for next year.\n",
+                    "story.txt": ARTICLE.replace("40 million", "45 million"), "empty.txt": b"",
+                    "image.txt": b"\x89PNG\r\n\x1a\n\x00" + bytes(range(256)) * 4,
+                    "z/corpus.jsonl": "\n".join(rows) + "\n"})
+
+
+def test_files_read_in_other_processes_give_the_same_report(tmp_path, caplog):
+    """ingest with a reader that parses every file in another process (as the Ray build does on
+    the cluster) keeps, renames, skips and de-duplicates exactly as reading here, and says so
+    here."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    messy_sources(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        here = ingest([tmp_path])
+    said_here = [r.getMessage() for r in caplog.records]
+    caplog.clear()
+    with ProcessPoolExecutor(2) as pool, caplog.at_level(logging.WARNING):
+        elsewhere = ingest([tmp_path], read=lambda files: list(pool.map(read_file, *zip(*files))))
+    assert [r.getMessage() for r in caplog.records] == said_here
+    assert elsewhere == here
+    assert [a.doc_id for a in here.articles] == ["a", "news/tunnel", "story", "story.txt", "d1"]
+    assert here.duplicates == [("copies/a-again", "a")]
+    assert [(where.removeprefix(f"{tmp_path}/"), why.split(" (")[0].split(",")[0])
+            for where, why in here.skipped] == [
+        ("empty.txt", "empty file"), ("image.txt", "binary file"),
+        ("z/corpus.jsonl:2", "not a corpus line with _id and text"),
+        ("z/corpus.jsonl:3", f"doc_id 'story' is already used by {tmp_path / 'story.md'}; rename "
+                             f"one of them")]

@@ -311,6 +311,27 @@ def test_ray_flag_needs_shards(capsys):
 # ---------------------------------------------------------------- on a Ray cluster
 
 @pytest.mark.slow
+def test_files_read_on_the_cluster_give_the_same_report(ray_cluster, tmp_path):
+    """The Ray build reads and parses the files in Ray Data tasks (qa.cluster.read_on_ray), two
+    files a task here so that they come back in several blocks: the articles, the skipped files
+    and the duplicates are those of reading them in one process, in the same order."""
+    import ray
+
+    from qa.cluster import connect, read_on_ray
+    from qa.ingest import ingest
+    from test_ingest import messy_sources
+
+    messy_sources(tmp_path)
+    here = ingest([tmp_path])
+    try:
+        there = ingest([tmp_path], read_on_ray(connect(ray_cluster), 2, files_per_task=2))
+    finally:
+        ray.shutdown()
+    assert there == here
+    assert len(here.articles) == 5 and len(here.skipped) == 4 and here.duplicates
+
+
+@pytest.mark.slow
 def test_ray_build_answers_as_one_index(ray_cluster, tmp_path, engine, encoder, questions):
     """Built on a 2-node loopback cluster with 2 and with 4 shards: passages identical to the
     single-machine build, and for every seeds question the same top-10 passages in order,
@@ -383,7 +404,7 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         with pytest.raises(UsageError, match=r"shard-000 is a Flat index"):
             serve.deploy(ray_cluster, sharded[4], Settings(index_dir=sharded[4], nprobe=4))
         got = serve.deploy(ray_cluster, sharded[4], Settings(index_dir=sharded[4]))
-        assert got == {"shards": 4, "replicas": 1}
+        assert got == {"shards": 4, "replicas": 1, "ingress_replicas": 1}
         replies = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in questions}
         assert same_json(engine, replies, questions) == []
         env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -723,6 +744,13 @@ def test_a_call_whose_ingress_replica_died_is_made_again_until_the_deadline():
 
     assert result("127.0.0.1:1", lambda: call([ActorDiedError(), ActorDiedError(), "ok"])) == "ok"
     assert len(made) == 3
+    made.clear()  # over gRPC, a replica shut down mid-call cancels it: made again too
+    assert result("127.0.0.1:1", lambda: call([_GrpcError("CANCELLED", "x"), "ok"])) == "ok"
+    assert len(made) == 2
+    made.clear()  # any other gRPC status is said in one line, not made again
+    with pytest.raises(Unavailable, match=r"failed to answer \(_GrpcError: too big\)"):
+        result("127.0.0.1:1", lambda: call([_GrpcError("RESOURCE_EXHAUSTED", "too big"), "ok"]))
+    assert len(made) == 1
     made.clear()
     with pytest.raises(Unavailable, match="failed to answer \\(ActorDiedError"):
         result("127.0.0.1:1", lambda: call([ActorDiedError()]), timeout=0.5)
@@ -751,15 +779,19 @@ def test_web_app_ray_refuses_in_process_flags(capsys):
     assert "--index cannot be used with --ray" in capsys.readouterr().err
 
 
-def _replica_pid(deployment: str) -> int | None:
-    """The process id of the live replica of `deployment` in the qa app (the GCS actor table;
+def _replica_pids(deployment: str) -> list[int]:
+    """The process ids of the live replicas of `deployment` in the qa app (the GCS actor table;
     the state API needs the dashboard, which the test cluster does not run)."""
     from ray._private.state import state
 
-    for actor in state.actor_table(None).values():
-        if actor.get("State") == "ALIVE" and actor.get("ActorClassName") == f"ServeReplica:qa:{deployment}":
-            return int(actor["Pid"])
-    return None
+    return sorted(int(actor["Pid"]) for actor in state.actor_table(None).values()
+                  if actor.get("State") == "ALIVE"
+                  and actor.get("ActorClassName") == f"ServeReplica:qa:{deployment}")
+
+
+def _replica_pid(deployment: str) -> int | None:
+    """The process id of a live replica of `deployment`, or None."""
+    return next(iter(_replica_pids(deployment)), None)
 
 
 def _kill(pid: int) -> float:
@@ -992,20 +1024,21 @@ def _while_asked(url: str, questions: list[dict], fault, offset: int = 0) -> lis
 
 
 def _kill_while_asked(url: str, deployment: str, questions: list[dict], offset: int = 0) -> dict:
-    """kill -9 of `deployment`'s replica while 8 clients ask (_while_asked), and its replacement.
-    Returns {"replies", "killed" (monotonic time), "old", "new" (pids), "replaced" (seconds)};
-    this process must have joined the cluster."""
+    """kill -9 of one of `deployment`'s replicas while 8 clients ask (_while_asked), and its
+    replacement. Returns {"replies", "killed" (monotonic time), "old", "new" (pids), "replaced"
+    (seconds)}; this process must have joined the cluster."""
     import time
 
-    got: dict = {"old": _replica_pid(deployment)}
-    assert got["old"] is not None
+    before = _replica_pids(deployment)
+    assert before, f"{deployment} has no live replica"
+    got: dict = {"old": before[0]}
 
     def fault() -> None:
         got["killed"] = _kill(got["old"])
-        while (new := _replica_pid(deployment)) in (None, got["old"]):
+        while not (new := set(_replica_pids(deployment)) - set(before)):
             assert time.monotonic() - got["killed"] < 180, f"{deployment} was not replaced in 180 s"
             time.sleep(0.2)
-        got["new"], got["replaced"] = new, time.monotonic() - got["killed"]
+        got["new"], got["replaced"] = new.pop(), time.monotonic() - got["killed"]
 
     got["replies"] = _while_asked(url, questions, fault, offset)
     return got
@@ -1093,6 +1126,50 @@ def test_a_killed_ingress_replica_is_replaced_and_its_questions_asked_again(serv
               f"{sum(r['status'] == 503 for r in replies)} got 503; slowest reply "
               f"{max(r['end'] - r['start'] for r in replies):.1f} s")
     finally:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_a_second_ingress_replica_answers_while_the_first_is_replaced(served, engine, questions):
+    """`qa serve --ingress-replicas 2`, then kill -9 of one ingress replica while 8 clients ask 3
+    questions each through the web app: the questions it held are asked again of the other at
+    once, so every reply is the single-machine answer (no 503), and questions are answered while
+    the dead replica's replacement is still loading the model. Back to one ingress replica after."""
+    import os
+
+    import ray
+
+    from qa.cluster import connect
+
+    address, root, url = served
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+
+    def serve_with(n: int) -> None:
+        out = subprocess.run([sys.executable, "-m", "qa.cli", "serve", "--ray", address, "--index",
+                              str(root), "--shard-timeout", "10", "--ingress-replicas", str(n)],
+                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"an ingress x {n};" in out.stdout
+
+    try:
+        serve_with(2)
+        connect(address)
+        assert len(_replica_pids("ingress")) == 2
+        got = _kill_while_asked(url, "ingress", questions, offset=11)
+        replies, killed = got["replies"], got["killed"]
+        assert _wrong_replies(engine, replies) == []  # every one a 200 with the right answer
+        in_flight = [r for r in replies if r["start"] < killed < r["end"]]
+        assert in_flight, "no question was in flight at the kill; the test saw nothing"
+        meanwhile = [r for r in replies if killed < r["end"] < killed + got["replaced"]]
+        assert meanwhile, (f"no question was answered in the {got['replaced']:.1f} s before the "
+                           f"new replica was alive: the second replica did not take them")
+        print(f"\nkill -9 of one of 2 ingress replicas (pid {got['old']}): a new replica (pid "
+              f"{got['new']}) was alive after {got['replaced']:.1f} s; of 24 questions, "
+              f"{len(in_flight)} in flight at the kill, {len(meanwhile)} answered before the new "
+              f"replica was alive, all answered; slowest reply "
+              f"{max(r['end'] - r['start'] for r in replies):.1f} s")
+    finally:
+        serve_with(1)
         ray.shutdown()
 
 
