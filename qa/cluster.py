@@ -23,10 +23,14 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .settings import INDEX_TYPES, Settings, UserError
+
+if TYPE_CHECKING:
+    from .ingest import FileReader
 
 INSTALL_HINT = "pip install -e .[ray]  (or pip install 'qa[ray]')"
 
@@ -131,12 +135,22 @@ def _read_files(batch: dict) -> dict:
             "skipped": np.array(skipped, dtype=object)}
 
 
-def read_on_ray(ray, workers: int, files_per_task: int = 64):
-    """A qa.ingest.FileReader that reads the files in Ray Data tasks of one CPU, up to `workers`
-    at once (every node must see the files at the same path)."""
+def read_on_ray(ray, workers: int, files_per_task: int = 64) -> FileReader:
+    """The files' reader for qa.ingest.ingest on a cluster: Ray Data tasks of one CPU read and
+    parse them (qa.ingest.read_file), and their results come back in the files' order.
+
+    Args:
+        ray: the joined `ray` module (connect).
+        workers: tasks at once, at most.
+        files_per_task: files one task reads.
+
+    Returns:
+        A qa.ingest.FileReader; it raises UserError if a file's result is missing. Every node
+        must see the files at the same path.
+    """
     from .store import _article_from_row
 
-    def read(files: list[tuple[Path, Path]]):
+    def read(files: list[tuple[Path, Path]]) -> list[tuple[list, list[tuple[str, str]]]]:
         if not files:
             return []
         items = [{"file": i, "root": str(root), "path": str(path)}

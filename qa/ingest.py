@@ -67,8 +67,16 @@ FileReader = Callable[[list[tuple[Path, Path]]], Iterable[tuple[list[Article], l
 
 
 def read_file(root: Path, path: Path) -> tuple[list[Article], list[tuple[str, str]]]:
-    """One file's articles and what of it was skipped, why; nothing logged. Depends on the
-    file alone, so files can be read anywhere, in any order (qa.cluster reads them on Ray)."""
+    """One file's articles, nothing logged. It depends on the file alone, so files can be read
+    anywhere, in any order (qa.cluster reads them on Ray); ingest decides what is kept.
+
+    Args:
+        root: the source folder the file was found in (doc_ids are paths below it).
+        path: the file.
+
+    Returns:
+        (its articles, in file order; (where, why) for each part of it skipped)
+    """
     report = IngestReport(quiet=True)
     return list(_read_safely(root, path, report)), report.skipped
 
