@@ -80,18 +80,18 @@ def main() -> None:
                   f"{hit:.3f} | {search_ms(approx, vecs):.3f} |")
         nlist = ivf.nlist
     if args.pq:
-        pq_table(flat.vectors, vecs, nlist, [int(x) for x in args.nprobe.split(",")],
+        pq_table(flat.faiss_index, flat.vectors, vecs, nlist,
+                 [int(x) for x in args.nprobe.split(",")],
                  [int(x) for x in args.refine.split(",")])
 
 
-def pq_table(vectors, queries, nlist: int, nprobes: list[int], refines: list[int]) -> None:
-    """Dense recall@10 of IVF{nlist},PQ48 against exact search, each nprobe alone and with its
-    best 10 x R re-ranked by the exact vectors, and the p50 ms of one question's search."""
+def pq_table(exact, vectors, queries, nlist: int, nprobes: list[int], refines: list[int]) -> None:
+    """Dense recall@10 of IVF{nlist},PQ48 against `exact` (the Flat index of `vectors`), each
+    nprobe alone and with its best 10 x R re-ranked by `exact`'s vectors, and the p50 ms of one
+    question's search."""
     from qa.retrieve import one_faiss_thread
 
     dim = vectors.shape[1]
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(vectors)
     truth = exact.search(queries, K)[1]
     pq = faiss.index_factory(dim, f"IVF{nlist},PQ48np", faiss.METRIC_INNER_PRODUCT)
     pq.train(vectors)

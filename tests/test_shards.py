@@ -301,6 +301,16 @@ def test_node_watch_after_the_work():
     assert NodeWatch(_Nodes(alive_for=2), period=0.01).run(fails) == f"node {'b' * 12} (10.0.0.2)"
 
 
+@pytest.mark.parametrize("flag", ["--replicas", "--ingress-replicas"])
+def test_serve_refuses_fewer_than_one_replica(flag, capsys):
+    """Said before joining a cluster (none listens at this address)."""
+    from qa.cli import main
+
+    assert main(["serve", "--ray", "127.0.0.1:1", "--index", str(SEEDS), flag, "0"]) != 0
+    err = capsys.readouterr().err
+    assert f"{flag} must be at least 1, got 0" in err and "Traceback" not in err
+
+
 def test_ray_flag_needs_shards(capsys):
     from qa.cli import main
 
@@ -895,23 +905,31 @@ def test_a_ray_build_is_refused_at_once_when_no_node_has_a_whole_cpu_free(ray_cl
     print(f"\nrefused in {time.monotonic() - started:.1f} s")
 
 
+def _qa_serve(address: str, root, *extra: str) -> str:
+    """`qa serve --ray address --index root --shard-timeout 10 *extra` (the served app of the
+    fault tests), which must succeed; what it printed."""
+    import os
+
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    out = subprocess.run([sys.executable, "-m", "qa.cli", "serve", "--ray", address, "--index",
+                          str(root), "--shard-timeout", "10", *extra],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 @pytest.fixture(scope="module")
 def served(ray_cluster, sharded, tmp_path_factory):
     """A copy of the 2-shard index (the fault tests break it) served on the cluster by `qa serve
     --shard-timeout 10`, and the web app answering through it (`python -m qa.web --ray`, which is
     what app.py runs) on a free port. Yields (address, index folder, URL)."""
-    import os
     import shutil
 
     from qa.soak import serve as web
 
     root = tmp_path_factory.mktemp("served") / "index"
     shutil.copytree(sharded[2], root)
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    out = subprocess.run([sys.executable, "-m", "qa.cli", "serve", "--ray", ray_cluster,
-                          "--index", str(root), "--shard-timeout", "10"],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _qa_serve(ray_cluster, root)
     with web(None, "--ray", ray_cluster, "--max-running", "8", log=root.parent / "web.log",
              env={"RAY_USAGE_STATS_ENABLED": "0"}, startup_seconds=300) as (url, _):
         yield ray_cluster, root, url
@@ -1135,21 +1153,15 @@ def test_a_second_ingress_replica_answers_while_the_first_is_replaced(served, en
     questions each through the web app: the questions it held are asked again of the other at
     once, so every reply is the single-machine answer (no 503), and questions are answered while
     the dead replica's replacement is still loading the model. Back to one ingress replica after."""
-    import os
 
     import ray
 
     from qa.cluster import connect
 
     address, root, url = served
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
     def serve_with(n: int) -> None:
-        out = subprocess.run([sys.executable, "-m", "qa.cli", "serve", "--ray", address, "--index",
-                              str(root), "--shard-timeout", "10", "--ingress-replicas", str(n)],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert f"an ingress x {n};" in out.stdout
+        assert f"an ingress x {n};" in _qa_serve(address, root, "--ingress-replicas", str(n))
 
     try:
         serve_with(2)
