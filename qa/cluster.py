@@ -3,14 +3,18 @@
 The pipeline, in Ray Data:
   files, listed by the driver in path order
   -> read and parsed in tasks across the cluster (qa.ingest.read_file: decoding, HTML
-     extraction, metadata), back to the driver, which decides ids and duplicates in path order
-     exactly as a single build does (qa.ingest.ingest)
+     extraction, metadata), materialized in the object store; the driver takes only each
+     article's ids, where it was read and a hash of its text (qa.ingest.Found), and decides ids
+     and duplicates in path order exactly as a single build does (qa.ingest.Choices)
+  -> those choices joined to the files' rows: one row per article kept, numbered in path order
   -> the articles chunked and embedded, in an actor pool (each actor loads the model once: its
-     tokenizer sizes the passages, then it encodes them)
+     tokenizer sizes the passages, then it encodes them); each article rides along as its own row
   -> materialized in the object store; one pass of tasks counts passages per article and the
      BM25 statistics per block, which the driver adds up and plans the shards with (qa.shards)
-  -> each passage gets its global id and shard
+  -> each passage and article gets its global id and shard
   -> grouped by shard; each group is written as a normal index folder (qa.shards.write_shard)
+The driver never holds the articles' text: it holds a few strings per article (its choices) and
+a few numbers per article (the passage counts, the shard plan).
 The shards are written under the new build's temporary folder, which the driver then publishes as
 a single build does: a build that fails leaves the previous index serving. Every node must see
 that folder at the same path (one machine, or a shared file system).
@@ -23,14 +27,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .settings import INDEX_TYPES, Settings, UserError
-
-if TYPE_CHECKING:
-    from .ingest import FileReader
 
 INSTALL_HINT = "pip install -e .[ray]  (or pip install 'qa[ray]')"
 
@@ -110,6 +110,12 @@ class ChunkEmbed:
         out: dict[str, list] = {"article": [], "j": [], "passage": [], "text": []}
         for i, row in zip(batch["article"], batch["row"]):
             article = _article_from_row(json.loads(row))
+            # The article itself rides along as passage -1, so that its shard's writer gets it
+            # from the rows it is given, not from the driver.
+            out["article"].append(int(i))
+            out["j"].append(-1)
+            out["passage"].append(row)
+            out["text"].append("")
             for p in _chunk_all([article], self.encoder, self.settings):
                 out["article"].append(int(i))
                 out["j"].append(p.pid)
@@ -117,57 +123,106 @@ class ChunkEmbed:
                 out["text"].append(embed_text(article, p, self.settings.title_context))
         cols = {k: np.array(v, dtype=object if k in ("passage", "text") else np.int64)
                 for k, v in out.items()}
-        cols["vector"] = self.encoder.encode(out["text"], batch_size=self.settings.batch_size)
+        passages = cols["j"] >= 0
+        vectors = np.zeros((len(out["j"]), self.encoder.dim), dtype=np.float32)
+        if passages.any():
+            vectors[passages] = self.encoder.encode(list(cols["text"][passages]),
+                                                    batch_size=self.settings.batch_size)
+        cols["vector"] = vectors
         return cols
 
 
 def _read_files(batch: dict) -> dict:
-    """Ray Data task: files -> their articles (rows, as JSON) and what was skipped, why."""
-    from .ingest import read_file
+    """Ray Data task: files -> their articles (rows, as JSON), what ingest decides on of each
+    (qa.ingest.Found) and what was skipped, why."""
+    from dataclasses import astuple
+
+    from .ingest import Found, read_file
     from .store import _article_row
 
-    articles, skipped = [], []
+    articles, found, skipped = [], [], []
     for root, path in zip(batch["root"], batch["path"]):
         got, why = read_file(Path(root), Path(path))
         articles.append(json.dumps([_article_row(a) for a in got], ensure_ascii=False))
+        found.append(json.dumps([astuple(Found.of(a, Path(path))) for a in got],
+                                ensure_ascii=False))
         skipped.append(json.dumps(why, ensure_ascii=False))
     return {"file": batch["file"], "articles": np.array(articles, dtype=object),
-            "skipped": np.array(skipped, dtype=object)}
+            "found": np.array(found, dtype=object), "skipped": np.array(skipped, dtype=object)}
 
 
-def read_on_ray(ray, workers: int, files_per_task: int = 64) -> FileReader:
-    """The files' reader for qa.ingest.ingest on a cluster: Ray Data tasks of one CPU read and
-    parse them (qa.ingest.read_file), and their results come back in the files' order.
+def _kept(batch: dict) -> dict:
+    """Ray Data: files' articles (a row a file, with ingest's choices) -> one row per article
+    kept, numbered in path order, under the doc_id ingest chose."""
+    numbers, rows = [], []
+    for articles, keep, first in zip(batch["articles"], batch["keep"], batch["first"]):
+        n = int(first)
+        for row, doc_id in zip(json.loads(articles), json.loads(keep), strict=True):
+            if doc_id is None:
+                continue
+            row["doc_id"] = doc_id
+            numbers.append(n)
+            rows.append(json.dumps(row, ensure_ascii=False))
+            n += 1
+    return {"article": np.array(numbers, dtype=np.int64), "row": np.array(rows, dtype=object)}
+
+
+def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 64):
+    """qa.ingest.ingest on a cluster: Ray Data tasks of one CPU read and parse the files
+    (qa.ingest.read_file), and the articles stay in the cluster's object store. The driver gets
+    only what it decides on (qa.ingest.Found: ids, where, a hash of the text) and decides in path
+    order, as ingest does, so the report and the articles are the same.
 
     Args:
         ray: the joined `ray` module (connect).
-        workers: tasks at once, at most.
+        sources: folders or files, as `qa build`.
+        workers: read tasks at once, at most.
         files_per_task: files one task reads.
 
     Returns:
-        A qa.ingest.FileReader; it raises UserError if a file's result is missing. Every node
-        must see the files at the same path.
-    """
-    from .store import _article_from_row
+        (the IngestReport, with `articles` empty and `kept` counted; a materialized Ray Dataset
+        of the kept articles, in blocks for `workers` embedding actors, one row each:
+        `article`, its number in path order, and `row`, the article as qa.store's JSON row). Every node must see the files at the same path.
 
-    def read(files: list[tuple[Path, Path]]) -> list[tuple[list, list[tuple[str, str]]]]:
-        if not files:
-            return []
-        items = [{"file": i, "root": str(root), "path": str(path)}
-                 for i, (root, path) in enumerate(files)]
-        blocks = max(1, min(len(items), -(-len(items) // files_per_task)))
-        rows = (ray.data.from_items(items, override_num_blocks=blocks)
+    Raises:
+        UserError: as ingest; or a file's result is missing.
+    """
+    from .ingest import Choices, Found, source_files
+
+    files = list(source_files(sources))
+    choices = Choices(len(files))
+    if not files:
+        choices.done(sources)  # raises: no readable articles
+    items = [{"file": i, "root": str(root), "path": str(path)}
+             for i, (root, path) in enumerate(files)]
+    blocks = max(1, min(len(items), -(-len(items) // files_per_task)))
+    ctx = ray.data.DataContext.get_current()
+    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
+    try:  # in path order, so that the choices below line up with the files row by row
+        read = (ray.data.from_items(items, override_num_blocks=blocks)
                 .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
                              compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
-                .take_all())
-        rows.sort(key=lambda r: int(r["file"]))
-        if len(rows) != len(files):
-            raise UserError(f"the Ray build read {len(rows)} of {len(files)} files; the previous "
-                            f"index is still live")
-        return [([_article_from_row(a) for a in json.loads(r["articles"])],
-                 [tuple(w) for w in json.loads(r["skipped"])]) for r in rows]
-
-    return read
+                .materialize())
+    finally:
+        ctx.execution_options.preserve_order = ordered
+    light = read.select_columns(["file", "found", "skipped"]).take_all()
+    if [int(r["file"]) for r in light] != list(range(len(files))):
+        raise UserError(f"the Ray build read {len(light)} of {len(files)} files, or not in "
+                        f"order; the previous index is still live")
+    decided = []
+    for (root, path), r in zip(files, light):
+        first = choices.report.kept
+        ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
+                           [tuple(w) for w in json.loads(r["skipped"])])
+        decided.append({"keep": json.dumps(ids, ensure_ascii=False), "first": first})
+    report = choices.done(sources)
+    # Materialized here, in blocks for the embedding actors: these tasks need CPUs, which the
+    # actor pool downstream would otherwise hold while waiting for them.
+    kept = (read.zip(ray.data.from_items(decided))
+            .map_batches(_kept, batch_size=files_per_task)
+            .repartition(max(1, min(report.kept, 4 * workers)))
+            .materialize())
+    return report, kept
 
 
 class NodeWatch:
@@ -236,36 +291,43 @@ def _tally(batch: dict) -> dict:
 
     from .bm25corpus import corpus_stats_part
 
-    part = corpus_stats_part(list(batch["text"]))
-    part["articles"] = {int(a): n for a, n in Counter(batch["article"].tolist()).items()}
+    passages = batch["j"] >= 0
+    part = corpus_stats_part(list(batch["text"][passages]))
+    part["articles"] = {int(a): n for a, n in Counter(batch["article"][passages].tolist()).items()}
     return {"part": np.array([json.dumps(part)], dtype=object)}
 
 
-def _place(batch: dict, first_pid: list[int], shard_of: list[int]) -> dict:
-    """Global passage id and shard of each passage row."""
+def _place(batch: dict, first_pid: np.ndarray, shard_of: np.ndarray) -> dict:
+    """Global passage id and shard of each row (an article's own row, j = -1, gets its shard)."""
     articles = batch["article"]
-    batch["pid"] = np.array([first_pid[a] for a in articles], dtype=np.int64) + batch["j"]
-    batch["shard"] = np.array([shard_of[a] for a in articles], dtype=np.int64)
+    batch["pid"] = first_pid[articles] + batch["j"]
+    batch["shard"] = shard_of[articles]
     return batch
 
 
-def _write_group(batch: dict, folder: str, manifests: list[dict], articles: list[str],
+def _write_group(batch: dict, folder: str, manifests: list[dict],
                  shard_articles: list[tuple[int, int]], corpus: dict) -> dict:
-    """One shard's rows (a whole group) -> a shard folder; returns its manifest entry."""
+    """One shard's rows (a whole group: its articles' own rows and their passages) -> a shard
+    folder; returns its manifest entry."""
     from dataclasses import replace
 
     from .shards import shard_name, write_shard
     from .store import _article_from_row, _passage_from_row
 
     number = int(batch["shard"][0])
-    order = np.argsort(batch["pid"], kind="stable")
-    passages = [replace(_passage_from_row(json.loads(batch["passage"][i])), pid=int(batch["pid"][i]))
-                for i in order]
-    texts = [batch["text"][i] for i in order]
-    vectors = np.ascontiguousarray(np.stack([batch["vector"][i] for i in order]), dtype=np.float32)
+    own = batch["j"] < 0
     a, b = shard_articles[number]
-    entry = write_shard(Path(folder) / shard_name(number), manifests[number],
-                        [_article_from_row(json.loads(r)) for r in articles[a:b]],
+    held = np.argsort(batch["article"][own], kind="stable")
+    if batch["article"][own][held].tolist() != list(range(a, b)):
+        raise RuntimeError(f"shard {number} was given articles other than {a}-{b - 1}")
+    articles = [_article_from_row(json.loads(r)) for r in batch["passage"][own][held]]
+    pid, passage, text = batch["pid"][~own], batch["passage"][~own], batch["text"][~own]
+    vector = batch["vector"][~own]
+    order = np.argsort(pid, kind="stable")
+    passages = [replace(_passage_from_row(json.loads(passage[i])), pid=int(pid[i])) for i in order]
+    texts = [text[i] for i in order]
+    vectors = np.ascontiguousarray(np.stack([vector[i] for i in order]), dtype=np.float32)
+    entry = write_shard(Path(folder) / shard_name(number), manifests[number], articles,
                         passages, texts, vectors, corpus)
     return {"entry": np.array([json.dumps(entry)], dtype=object)}
 
@@ -302,9 +364,9 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     from .build import BuildSummary, build_record
     from .bm25corpus import add_stats
     from .embed import load_encoder
-    from .ingest import check_sources, ingest
+    from .ingest import check_sources
     from .shards import plan_shards, shard_manifest, write_collection
-    from .store import _article_row, lock, publish, writable
+    from .store import lock, publish, writable
 
     import_ray()  # before any work: a missing extra is said at once
     started = time.perf_counter()
@@ -324,13 +386,12 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
                         f"each embedding worker needs one; add a node, or stop what holds them "
                         f"(`qa serve` does: `serve shutdown`), then build again")
     workers = workers or free
-    report = ingest(folders, read_on_ray(ray, workers))
-    if shards > len(report.articles):
-        plan_shards([1] * len(report.articles), shards)  # raises the UserError that says why
+    report, articles = ingest_on_ray(ray, folders, workers)
+    if shards > report.kept:
+        plan_shards([1] * report.kept, shards)  # raises the UserError that says why
     encoder = load_encoder(settings.model)  # the driver's copy: the build record only
     base = build_record(settings, encoder, folders)
     root = writable(Path(settings.index_dir))
-    rows = [json.dumps(_article_row(a), ensure_ascii=False) for a in report.articles]
     settings_dict = {f: getattr(settings, f) for f in settings.__dataclass_fields__}
     settings_dict["index_dir"] = str(settings_dict["index_dir"])
     summary: dict = {}
@@ -343,24 +404,22 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
                             f"the build once every node is back (`ray status` lists them)")
 
     def write(tmp: Path) -> None:
-        blocks = max(1, min(len(rows), 4 * workers))
-        embedded = ray.data.from_items(
-            [{"article": i, "row": r} for i, r in enumerate(rows)], override_num_blocks=blocks,
-        ).map_batches(ChunkEmbed, batch_size=8, num_cpus=1,
-                      compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
-                      fn_constructor_kwargs={"settings": settings_dict, "cpus": 1}).materialize()
+        embedded = articles.map_batches(
+            ChunkEmbed, batch_size=8, num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(min_size=workers, max_size=workers),
+            fn_constructor_kwargs={"settings": settings_dict, "cpus": 1}).materialize()
         parts = [json.loads(r["part"]) for r in embedded.map_batches(_tally, batch_size=4096).take_all()]
-        counts = [0] * len(rows)
+        counts = [0] * report.kept
         for part in parts:
             for a, n in part.pop("articles").items():
                 counts[int(a)] += n
         corpus = add_stats(parts)
         plan = plan_shards(counts, shards)
-        first_pid = np.concatenate([[0], np.cumsum(counts)]).astype(int).tolist()
-        shard_of = [0] * len(rows)
+        first_pid = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        shard_of = np.zeros(report.kept, dtype=np.int64)
         for number, (a, b) in enumerate(plan):
-            shard_of[a:b] = [number] * (b - a)
-        manifests = [shard_manifest(base, n, shards, first_pid[a], b - a, sum(counts[a:b]),
+            shard_of[a:b] = number
+        manifests = [shard_manifest(base, n, shards, int(first_pid[a]), b - a, sum(counts[a:b]),
                                     index_type)
                      for n, (a, b) in enumerate(plan)]
         entries = (embedded
@@ -368,7 +427,7 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
                    .groupby("shard", num_partitions=shards)
                    .map_groups(_write_group, batch_format="numpy",
                                fn_kwargs={"folder": str(tmp), "manifests": manifests,
-                                          "articles": rows, "shard_articles": plan,
+                                          "shard_articles": plan,
                                           "corpus": corpus})
                    .take_all())
         got = [json.loads(e["entry"]) for e in entries]
@@ -380,7 +439,7 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
 
     with lock(root):
         target = publish(root, fill)
-    return BuildSummary(len(report.articles), summary["passages"], report.skipped,
+    return BuildSummary(report.kept, summary["passages"], report.skipped,
                         report.duplicates, time.perf_counter() - started, target,
                         f"{shards} shards on Ray, {workers} embedding "
                         f"{'actor' if workers == 1 else 'actors'}"

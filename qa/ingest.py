@@ -54,6 +54,7 @@ class IngestReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
     files: int = 0
+    kept: int = 0  # articles kept (`articles` is empty where they stay on a cluster)
     quiet: bool = False  # skips are recorded, not logged (a file read elsewhere: read_file)
 
     def skip(self, where: str, why: str) -> None:
@@ -91,8 +92,8 @@ def ingest(sources: Iterable[Path | str], read: FileReader = read_here) -> Inges
 
     Args:
         sources: folders (searched recursively) or single files.
-        read: reads the files (read_here, or qa.cluster's on a Ray cluster); what is kept and
-            what is a duplicate is decided here, in path order, so any reader gives the same
+        read: reads the files (read_here, or in other processes); what is kept and what is a
+            duplicate is decided here, in path order (Choices), so any reader gives the same
             report.
 
     Returns:
@@ -101,42 +102,84 @@ def ingest(sources: Iterable[Path | str], read: FileReader = read_here) -> Inges
     Raises:
         UserError: a source is missing, or no readable article was found.
     """
-    report = IngestReport()
-    seen_ids: dict[str, str] = {}
-    seen_content: dict[str, str] = {}
     files = list(source_files(sources))
-    report.files = len(files)
+    choices = Choices(len(files))
     for (root, path), (articles, skipped) in zip(files, read(files), strict=True):
+        ids = choices.file(root, path, [Found.of(a, path) for a in articles], skipped)
+        choices.report.articles += [a if d == a.doc_id else replace(a, doc_id=d)
+                                    for a, d in zip(articles, ids) if d is not None]
+    return choices.done(sources)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What ingest decides on of one article read: its doc_id, where it was read (the file, or
+    file:line of a corpus.jsonl) and a hash of its body, so that the decision needs no text."""
+
+    doc_id: str
+    where: str
+    key: str
+
+    @classmethod
+    def of(cls, article: Article, path: Path) -> Found:
+        return cls(article.doc_id, article.path or str(path), _content_key(article))
+
+
+class Choices:
+    """ingest's decisions, file by file in path order: which articles are kept, under which
+    doc_id, and the report of what was skipped or found twice (articles are not added here)."""
+
+    def __init__(self, files: int):
+        self.report = IngestReport(files=files)
+        self.seen_ids: dict[str, str] = {}
+        self.seen_content: dict[str, str] = {}
+
+    def file(self, root: Path, path: Path, found: list[Found],
+             skipped: list[tuple[str, str]]) -> list[str | None]:
+        """One file's articles, as read: the doc_id each is kept under, or None."""
+        report, seen_ids, seen_content = self.report, self.seen_ids, self.seen_content
         for where, why in skipped:
             report.skip(where, why)
-        for article in articles:
-            where = article.path or str(path)
-            if article.doc_id in seen_ids and path.suffix.lower() not in JSONL_SUFFIXES:
+        out: list[str | None] = []
+        for f in found:
+            doc_id = f.doc_id
+            if doc_id in seen_ids and path.suffix.lower() not in JSONL_SUFFIXES:
                 # "a.txt" beside "a.md": keep both, the later one under its name with extension
                 renamed = path.relative_to(root).as_posix()
-                log.warning("%s and %s both give doc_id %r; indexed %s as %r", seen_ids[article.doc_id],
-                            where, article.doc_id, where, renamed)
-                article = replace(article, doc_id=renamed)
-            if article.doc_id in seen_ids:
-                report.skip(where, f"doc_id {article.doc_id!r} is already used by "
-                                   f"{seen_ids[article.doc_id]}; rename one of them")
+                log.warning("%s and %s both give doc_id %r; indexed %s as %r", seen_ids[doc_id],
+                            f.where, doc_id, f.where, renamed)
+                doc_id = renamed
+            if doc_id in seen_ids:
+                report.skip(f.where, f"doc_id {doc_id!r} is already used by "
+                                     f"{seen_ids[doc_id]}; rename one of them")
+                out.append(None)
                 continue
-            key = _content_key(article)
-            if key in seen_content:
-                first = seen_content[key]
+            if f.key in seen_content:
+                first = seen_content[f.key]
                 log.warning("duplicate: %s has the same text as %s; indexed once, as %s",
-                            where, seen_ids[first], first)
-                report.duplicates.append((article.doc_id, seen_content[key]))
+                            f.where, seen_ids[first], first)
+                report.duplicates.append((doc_id, first))
+                out.append(None)
                 continue
-            seen_ids[article.doc_id] = where
-            seen_content[key] = article.doc_id
-            report.articles.append(article)
-    if not report.articles:
-        names = ", ".join(str(s) for s in sources)
-        raise UserError(f"no readable articles in {names} ({report.files} files looked at, "
-                        f"{len(report.skipped)} skipped); add .txt, .md, .html or corpus.jsonl "
-                        f"files and run `qa build` again")
-    return report
+            seen_ids[doc_id] = f.where
+            seen_content[f.key] = doc_id
+            report.kept += 1
+            out.append(doc_id)
+        return out
+
+    def done(self, sources: Iterable[Path | str]) -> IngestReport:
+        """The report, once every file is decided.
+
+        Raises:
+            UserError: no article was kept.
+        """
+        report = self.report
+        if not report.kept:
+            names = ", ".join(str(s) for s in sources)
+            raise UserError(f"no readable articles in {names} ({report.files} files looked at, "
+                            f"{len(report.skipped)} skipped); add .txt, .md, .html or "
+                            f"corpus.jsonl files and run `qa build` again")
+        return report
 
 
 def source_files(sources: Iterable[Path | str]) -> Iterator[tuple[Path, Path]]:

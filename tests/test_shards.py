@@ -322,23 +322,30 @@ def test_ray_flag_needs_shards(capsys):
 
 @pytest.mark.slow
 def test_files_read_on_the_cluster_give_the_same_report(ray_cluster, tmp_path):
-    """The Ray build reads and parses the files in Ray Data tasks (qa.cluster.read_on_ray), two
-    files a task here so that they come back in several blocks: the articles, the skipped files
-    and the duplicates are those of reading them in one process, in the same order."""
+    """The Ray build reads and parses the files in Ray Data tasks (qa.cluster.ingest_on_ray),
+    two files a task here so that they come back in several blocks, and the articles stay on the
+    cluster: the skipped files, the duplicates and the articles kept, numbered in path order
+    under the doc_ids ingest chose, are those of reading them in one process."""
     import ray
 
-    from qa.cluster import connect, read_on_ray
+    from qa.cluster import connect, ingest_on_ray
     from qa.ingest import ingest
+    from qa.store import _article_from_row
     from test_ingest import messy_sources
 
     messy_sources(tmp_path)
     here = ingest([tmp_path])
     try:
-        there = ingest([tmp_path], read_on_ray(connect(ray_cluster), 2, files_per_task=2))
+        report, kept = ingest_on_ray(connect(ray_cluster), [tmp_path], 2, files_per_task=2)
+        rows = sorted(kept.take_all(), key=lambda r: int(r["article"]))
     finally:
         ray.shutdown()
-    assert there == here
-    assert len(here.articles) == 5 and len(here.skipped) == 4 and here.duplicates
+    assert report.articles == [] and report.kept == len(here.articles) == 5
+    assert (report.skipped, report.duplicates, report.files) == \
+        (here.skipped, here.duplicates, here.files)
+    assert [int(r["article"]) for r in rows] == list(range(5))
+    assert [_article_from_row(json.loads(r["row"])) for r in rows] == here.articles
+    assert len(here.skipped) == 4 and here.duplicates
 
 
 @pytest.mark.slow
