@@ -91,6 +91,11 @@ class TrainSettings:
     # Listwise with "no answer": a question's pairs are scored together, with a learned logit for
     # "none of these", in one softmax (SQuAD 2.0's no-answer training), instead of each pair alone.
     listwise: bool = False
+    # A file of pairs the way the product meets them (scripts/mine_pairs.py: the feature picker's
+    # candidates for SQuAD 1.1 train questions asked of an index of their articles), and the
+    # share of the run's pairs drawn from it; the rest come from the pool as before.
+    mined: str = ""
+    mined_share: float = 0.5
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -366,9 +371,34 @@ def training_pairs(ts: TrainSettings, log=print) -> list[Pair]:
         log(f"this run: every SQuAD 2.0 pair, {len(v2):,} of {len(pairs):,}")
     else:
         pairs += v2
+    if ts.mined:
+        mined = read_mined(Path(ts.mined))
+        rng.shuffle(mined)
+        rng.shuffle(pairs)
+        take = min(len(mined), int(ts.pairs * ts.mined_share))
+        pairs = mined[:take] + pairs[:ts.pairs - take]
+        log(f"this run: {take:,} of {len(mined):,} mined pairs "
+            f"({sum(p.label for p in mined[:take]):,} answering)")
     # Shuffle by question so a question's pairs stay in one batch or nearby.
     rng.shuffle(pairs)
     return pairs
+
+
+def read_mined(path: Path) -> list[Pair]:
+    """The pairs scripts/mine_pairs.py wrote: one JSON object a line."""
+    if not path.is_file():
+        raise UserError(f"--mined {path} does not exist; write it with scripts/mine_pairs.py",
+                        exit_code=2)
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            row = json.loads(line)
+            out.append(Pair(row["question"], row["title"], row["sentence"], int(row["label"]),
+                            row.get("before", ""), row.get("after", "")))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"--mined {path}:{number} is not a mined pair ({e}); write the file "
+                            f"again with scripts/mine_pairs.py", exit_code=2) from None
+    return out
 
 
 def _batches(pairs: list[Pair], size: int, bucket: int = 50) -> list[list[Pair]]:
@@ -898,6 +928,10 @@ def add_arguments(p) -> None:
     p.add_argument("--listwise", action="store_true",
                    help="score each question's pairs in one softmax with a learned \"none of "
                         "these\" logit, instead of each pair alone (measured, not used)")
+    p.add_argument("--mined", type=Path, default=None, metavar="FILE",
+                   help="pairs of the feature picker's candidates (scripts/mine_pairs.py); "
+                        "--mined-share of the run's pairs come from it")
+    p.add_argument("--mined-share", type=float, default=TrainSettings.mined_share)
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -924,9 +958,10 @@ def run(args) -> int:
                         exit_code=2)
     if args.span < 0:
         raise UserError(f"--span must be 0 or more, not {args.span}", exit_code=2)
-    for name in ("perturb", "contrast", "reword"):
+    for name in ("perturb", "contrast", "reword", "mined_share"):
         if not 0 <= getattr(args, name) <= 1:
-            raise UserError(f"--{name} must be from 0 to 1, not {getattr(args, name)}",
+            raise UserError(f"--{name.replace('_', '-')} must be from 0 to 1, not "
+                            f"{getattr(args, name)}",
                             exit_code=2)
     if args.init and not (args.init / "reader.safetensors").is_file():
         raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
@@ -936,7 +971,8 @@ def run(args) -> int:
                        init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
                        v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter,
-                       span=args.span, listwise=args.listwise)
+                       span=args.span, listwise=args.listwise, mined=str(args.mined or ""),
+                       mined_share=args.mined_share)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

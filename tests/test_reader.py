@@ -434,6 +434,8 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "--contrast must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--reword", "2", "--out", str(tmp_path / "o")]) == 2
     assert "--reword must be from 0 to 1" in capsys.readouterr().err
+    assert main(["train-reader", "--mined-share", "1.5", "--out", str(tmp_path / "o")]) == 2
+    assert "--mined-share must be from 0 to 1" in capsys.readouterr().err
     assert main(["train-reader", "--context", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--context must be 0 or more" in capsys.readouterr().err
     assert main(["train-reader", "--v2-in-run", "-1", "--out", str(tmp_path / "o")]) == 2
@@ -718,6 +720,34 @@ def test_v2_in_run_puts_every_unanswerable_pair_into_the_run(monkeypatch):
     assert all(p.label == 0 and p.title == "Train side" for p in anthem(run))  # never tuning
     with pytest.raises(UserError, match="more than the run's --pairs 5"):  # not all would be seen
         train_reader.training_pairs(TrainSettings(perturb=0, v2_in_run=3, pairs=5))
+
+
+def test_mined_pairs_fill_their_share_of_the_run(monkeypatch, tmp_path):
+    from qa import squad, train_reader
+
+    monkeypatch.setattr(train_reader, "held_out_titles", lambda: set())
+    monkeypatch.setattr(train_reader, "read_squad",
+                        lambda path: [] if path == squad.SQUAD_V2_DEV else [ARTICLE])
+    mined = tmp_path / "mined.jsonl"
+    rows = [{"question": f"mined question {i}?", "title": "T", "sentence": f"Sentence {i}.",
+             "before": "", "after": "Next.", "label": i % 2} for i in range(10)]
+    mined.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pool = len(article_pairs(ARTICLE, random.Random(0)))
+    run = train_reader.training_pairs(TrainSettings(perturb=0, pairs=8, mined=str(mined),
+                                                    mined_share=0.5))
+    got = [p for p in run if p.question.startswith("mined")]
+    assert len(run) == 8 and len(got) == 4 and pool >= 4
+    assert {(p.sentence, p.label, p.after) for p in got} <= \
+        {(r["sentence"], r["label"], r["after"]) for r in rows}
+    # A share larger than the file takes every mined pair once.
+    run = train_reader.training_pairs(TrainSettings(perturb=0, pairs=40, mined=str(mined),
+                                                    mined_share=1.0))
+    assert len([p for p in run if p.question.startswith("mined")]) == 10
+    mined.write_text(json.dumps(rows[0]) + "\n" + '{"question": "no label"}\n')
+    with pytest.raises(UserError, match=r"mined.jsonl:2 is not a mined pair"):
+        train_reader.training_pairs(TrainSettings(perturb=0, mined=str(mined)))
+    with pytest.raises(UserError, match="does not exist; write it with scripts/mine_pairs.py"):
+        train_reader.training_pairs(TrainSettings(perturb=0, mined=str(tmp_path / "none")))
 
 
 @pytest.mark.slow
