@@ -205,16 +205,20 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
                 .materialize())
     finally:
         ctx.execution_options.preserve_order = ordered
-    light = read.select_columns(["file", "found", "skipped"]).take_all()
-    if [int(r["file"]) for r in light] != list(range(len(files))):
-        raise UserError(f"the Ray build read {len(light)} of {len(files)} files, or not in "
-                        f"order; the previous index is still live")
-    decided = []
-    for (root, path), r in zip(files, light):
+    decided: list[dict] = []
+    # A file's row at a time, in path order: the driver never holds every article's strings.
+    for r in read.select_columns(["file", "found", "skipped"]).iter_rows():
+        if int(r["file"]) != len(decided):
+            break
+        root, path = files[len(decided)]
         first = choices.report.kept
         ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
                            [tuple(w) for w in json.loads(r["skipped"])])
         decided.append({"keep": json.dumps(ids, ensure_ascii=False), "first": first})
+    if len(decided) != len(files):
+        raise UserError(f"the Ray build got the files back out of order or not all of them "
+                        f"({len(decided)} of {len(files)} in order); the previous index is "
+                        f"still live")
     report = choices.done(sources)
     # Materialized here, in blocks for the embedding actors: these tasks need CPUs, which the
     # actor pool downstream would otherwise hold while waiting for them.
