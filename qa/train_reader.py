@@ -15,7 +15,9 @@ the result is the float16 state of the changed layers and reader.json (see qa.re
 `span`, an extractive span head is trained beside the sentence head (answering pairs point at
 their answer's word pieces, every other pair at [CLS]); answering reads the sentence head only,
 and `report` adds the span head's figures. With `listwise`, each question's pairs are scored in
-one softmax with a learned "none of these" logit instead of one by one.
+one softmax with a learned "none of these" logit instead of one by one. With `mined`, a share
+of the run's pairs are the feature picker's own candidates for SQuAD 1.1 train questions asked
+of an index of their articles (written by scripts/mine_pairs.py), labelled by the gold answer.
 """
 
 from __future__ import annotations
