@@ -182,7 +182,8 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     Returns:
         (the IngestReport, with `articles` empty and `kept` counted; a materialized Ray Dataset
         of the kept articles, in blocks for `workers` embedding actors, one row each:
-        `article`, its number in path order, and `row`, the article as qa.store's JSON row). Every node must see the files at the same path.
+        `article`, its number in path order, and `row`, the article as qa.store's JSON row).
+        Every node must see the files at the same path.
 
     Raises:
         UserError: as ingest; or a file's result is missing.
