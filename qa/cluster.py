@@ -155,6 +155,8 @@ def _kept(batch: dict) -> dict:
     """Ray Data: files' articles (a row a file, with ingest's choices) -> one row per article
     kept, numbered in path order, under the doc_id ingest chose."""
     numbers, rows = [], []
+    if not np.array_equal(batch["file"], batch["decided_file"]):
+        raise RuntimeError("the files' rows and their choices came out of line")
     for articles, keep, first in zip(batch["articles"], batch["keep"], batch["first"]):
         n = int(first)
         for row, doc_id in zip(json.loads(articles), json.loads(keep), strict=True):
@@ -188,7 +190,7 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     Raises:
         UserError: as ingest; or a file's result is missing.
     """
-    from .ingest import Choices, Found, source_files
+    from .ingest import Choices, source_files
 
     files = list(source_files(sources))
     choices = Choices(len(files))
@@ -200,12 +202,20 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     ctx = ray.data.DataContext.get_current()
     ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
     try:  # in path order, so that the choices below line up with the files row by row
-        read = (ray.data.from_items(items, override_num_blocks=blocks)
-                .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
-                             compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
-                .materialize())
+        return _decide_and_keep(ray, sources, files, items, blocks, workers, files_per_task)
     finally:
         ctx.execution_options.preserve_order = ordered
+
+
+def _decide_and_keep(ray, sources, files, items, blocks, workers, files_per_task):
+    """ingest_on_ray's work, run with Ray Data keeping every stage's rows in order."""
+    from .ingest import Choices, Found
+
+    choices = Choices(len(files))
+    read = (ray.data.from_items(items, override_num_blocks=blocks)
+            .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
+                         compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
+            .materialize())
     decided: list[dict] = []
     # A file's row at a time, in path order: the driver never holds every article's strings.
     for r in read.select_columns(["file", "found", "skipped"]).iter_rows():
@@ -215,7 +225,8 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
         first = choices.report.kept
         ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
                            [tuple(w) for w in json.loads(r["skipped"])])
-        decided.append({"keep": json.dumps(ids, ensure_ascii=False), "first": first})
+        decided.append({"decided_file": len(decided), "keep": json.dumps(ids, ensure_ascii=False),
+                        "first": first})
     if len(decided) != len(files):
         raise UserError(f"the Ray build got the files back out of order or not all of them "
                         f"({len(decided)} of {len(files)} in order); the previous index is "
