@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -190,7 +191,7 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     Raises:
         UserError: as ingest; or a file's result is missing.
     """
-    from .ingest import Choices, source_files
+    from .ingest import Choices, Found, source_files
 
     files = list(source_files(sources))
     choices = Choices(len(files))
@@ -199,46 +200,46 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     items = [{"file": i, "root": str(root), "path": str(path)}
              for i, (root, path) in enumerate(files)]
     blocks = max(1, min(len(items), -(-len(items) // files_per_task)))
-    ctx = ray.data.DataContext.get_current()
-    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-    try:  # in path order, so that the choices below line up with the files row by row
-        return _decide_and_keep(ray, sources, files, items, blocks, workers, files_per_task)
-    finally:
-        ctx.execution_options.preserve_order = ordered
-
-
-def _decide_and_keep(ray, sources, files, items, blocks, workers, files_per_task):
-    """ingest_on_ray's work, run with Ray Data keeping every stage's rows in order."""
-    from .ingest import Choices, Found
-
-    choices = Choices(len(files))
-    read = (ray.data.from_items(items, override_num_blocks=blocks)
-            .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
-                         compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
-            .materialize())
-    decided: list[dict] = []
-    # A file's row at a time, in path order: the driver never holds every article's strings.
-    for r in read.select_columns(["file", "found", "skipped"]).iter_rows():
-        if int(r["file"]) != len(decided):
-            break
-        root, path = files[len(decided)]
-        first = choices.report.kept
-        ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
-                           [tuple(w) for w in json.loads(r["skipped"])])
-        decided.append({"decided_file": len(decided), "keep": json.dumps(ids, ensure_ascii=False),
-                        "first": first})
-    if len(decided) != len(files):
-        raise UserError(f"the Ray build got the files back out of order or not all of them "
-                        f"({len(decided)} of {len(files)} in order); the previous index is "
-                        f"still live")
-    report = choices.done(sources)
-    # Materialized here, in blocks for the embedding actors: these tasks need CPUs, which the
-    # actor pool downstream would otherwise hold while waiting for them.
-    kept = (read.zip(ray.data.from_items(decided))
-            .map_batches(_kept, batch_size=files_per_task)
-            .repartition(max(1, min(report.kept, 4 * workers)))
-            .materialize())
+    # Every stage in path order, so that the choices line up with the files row by row (zip).
+    with _in_order(ray):
+        read = (ray.data.from_items(items, override_num_blocks=blocks)
+                .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
+                             compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
+                .materialize())
+        decided: list[dict] = []
+        # A file's row at a time: the driver never holds every article's strings.
+        for r in read.select_columns(["file", "found", "skipped"]).iter_rows():
+            if int(r["file"]) != len(decided):
+                break
+            root, path = files[len(decided)]
+            first = choices.report.kept
+            ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
+                               [tuple(w) for w in json.loads(r["skipped"])])
+            decided.append({"decided_file": len(decided),
+                            "keep": json.dumps(ids, ensure_ascii=False), "first": first})
+        if len(decided) != len(files):
+            raise UserError(f"the Ray build got the files back out of order or not all of them "
+                            f"({len(decided)} of {len(files)} in order); the previous index is "
+                            f"still live")
+        report = choices.done(sources)
+        # Materialized here, in blocks for the embedding actors: these tasks need CPUs, which
+        # the actor pool downstream would otherwise hold while waiting for them.
+        kept = (read.zip(ray.data.from_items(decided))
+                .map_batches(_kept, batch_size=files_per_task)
+                .repartition(max(1, min(report.kept, 4 * workers)))
+                .materialize())
     return report, kept
+
+
+@contextmanager
+def _in_order(ray) -> Iterator[None]:
+    """Ray Data keeps rows in their order (`preserve_order`) within the block."""
+    options = ray.data.DataContext.get_current().execution_options
+    before, options.preserve_order = options.preserve_order, True
+    try:
+        yield
+    finally:
+        options.preserve_order = before
 
 
 class NodeWatch:

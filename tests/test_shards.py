@@ -318,6 +318,24 @@ def test_ray_flag_needs_shards(capsys):
     assert "--shards" in capsys.readouterr().err
 
 
+def test_kept_numbers_the_chosen_articles_and_refuses_rows_out_of_line():
+    """qa.cluster._kept, the Ray build's join of each file's articles with the driver's choices:
+    one row per article kept, numbered from the file's first, under the chosen doc_id; a batch
+    whose files and choices came out of line (zip relies on order) is refused, not mixed up."""
+    from qa.cluster import _kept
+
+    rows = [json.dumps([{"doc_id": "a"}, {"doc_id": "b"}]), json.dumps([{"doc_id": "c"}])]
+    batch = {"file": np.array([0, 1]), "articles": np.array(rows, dtype=object),
+             "decided_file": np.array([0, 1]),
+             "keep": np.array([json.dumps(["a", None]), json.dumps(["dir/c.md"])], dtype=object),
+             "first": np.array([0, 1])}
+    got = _kept(batch)
+    assert got["article"].tolist() == [0, 1]
+    assert [json.loads(r)["doc_id"] for r in got["row"]] == ["a", "dir/c.md"]
+    with pytest.raises(RuntimeError, match="out of line"):
+        _kept(batch | {"decided_file": np.array([1, 0])})
+
+
 # ---------------------------------------------------------------- on a Ray cluster
 
 @pytest.mark.slow
