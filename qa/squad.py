@@ -79,6 +79,17 @@ def v1_dev_articles(held_out: bool) -> list[dict]:
     return [{"title": t, "paragraphs": ps} for t, ps in by_article.items()]
 
 
+def corpus_line(pid: str, article: dict, paragraph: dict) -> str:
+    """A SQuAD paragraph as a line of a BEIR-style corpus.jsonl (its article's title, unquoted)."""
+    return json.dumps({"_id": pid, "title": title_text(article["title"]),
+                       "text": paragraph["context"]}, ensure_ascii=False) + "\n"
+
+
+def gold_answers(qa: dict) -> list[str]:
+    """A SQuAD question's answer texts, each once, in order; [] for an unanswerable one."""
+    return list(dict.fromkeys(x["text"] for x in qa["answers"] if x["text"]))
+
+
 def write_squad2(out: Path, articles: list[dict] | None = None) -> dict[str, int]:
     """SQuAD 2.0 dev as a corpus to index and question files in our format, in `out`:
     corpus.jsonl (every paragraph, `_id` = "<article>_<paragraph>"), questions-tune.jsonl and
@@ -102,12 +113,11 @@ def write_squad2(out: Path, articles: list[dict] | None = None) -> dict[str, int
                         "questions-tune.jsonl" if a["title"] in tune_titles else None)
                 for pi, p in enumerate(a["paragraphs"]):
                     pid = f"{ai}_{pi}"
-                    corpus.write(json.dumps({"_id": pid, "title": title_text(a["title"]),
-                                             "text": p["context"]}, ensure_ascii=False) + "\n")
+                    corpus.write(corpus_line(pid, a, p))
                     if name is None:
                         continue
                     for qa in p["qas"]:
-                        answers = list(dict.fromkeys(x["text"] for x in qa["answers"] if x["text"]))
+                        answers = gold_answers(qa)
                         row = {"id": qa["id"], "question": qa["question"],
                                "doc": pid if answers else None, "answers": answers, "given": pid}
                         files[name].write(json.dumps(row, ensure_ascii=False) + "\n")

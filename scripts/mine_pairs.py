@@ -35,7 +35,7 @@ GROUP = 48
 
 def write_group(articles: list[dict], folder: Path) -> Path:
     """The articles as corpus.jsonl and questions.jsonl in folder; returns the questions file."""
-    from qa.squad import title_text
+    from qa.squad import corpus_line, gold_answers
 
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "corpus.jsonl").open("w", encoding="utf-8") as corpus, \
@@ -43,12 +43,10 @@ def write_group(articles: list[dict], folder: Path) -> Path:
         for ai, a in enumerate(articles):
             for pi, p in enumerate(a["paragraphs"]):
                 pid = f"{ai}_{pi}"
-                corpus.write(json.dumps({"_id": pid, "title": title_text(a["title"]),
-                                         "text": p["context"]}, ensure_ascii=False) + "\n")
+                corpus.write(corpus_line(pid, a, p))
                 for qa in p["qas"]:
-                    answers = list(dict.fromkeys(x["text"] for x in qa["answers"] if x["text"]))
                     questions.write(json.dumps({"id": qa["id"], "question": qa["question"],
-                                                "doc": pid, "answers": answers,
+                                                "doc": pid, "answers": gold_answers(qa),
                                                 "context": p["context"]},
                                                ensure_ascii=False) + "\n")
     return folder / "questions.jsonl"
@@ -62,14 +60,18 @@ def label(sentence: str, answers: list[str], context: str) -> int | None:
     return 1 if sentence in context else None
 
 
-def mine(index: Path, questions: Path, out, limit: int) -> dict[str, int]:
-    """Ask every question of its index, writing each labelled candidate to `out`."""
+def mine(index: Path, questions: Path, out, limit: int, encoder=None) -> tuple[dict[str, int], object]:
+    """Ask every question of its index, writing each labelled candidate to `out`.
+
+    Returns:
+        the counts, and the encoder, to be given to the next group's call (loaded once).
+    """
     from tqdm import tqdm
 
     from qa.engine import QA
     from qa.settings import Settings, UserError
 
-    qa = QA.open(Settings(index_dir=index))
+    qa = QA.open(Settings(index_dir=index), encoder=encoder)
     real = qa.picker.reader
     handed: list[tuple] = []
 
@@ -106,7 +108,7 @@ def mine(index: Path, questions: Path, out, limit: int) -> dict[str, int]:
                                   "sentence": sentence, "before": before, "after": after,
                                   "label": y}, ensure_ascii=False) + "\n")
         counts["gold among them"] += 1 in labels
-    return counts
+    return counts, qa.encoder
 
 
 def main() -> int:
@@ -124,6 +126,7 @@ def main() -> int:
     random.Random(args.seed).shuffle(train)
     args.out.mkdir(parents=True, exist_ok=True)
     total: dict[str, int] = {}
+    encoder = None
     with (args.out / "mined.jsonl").open("w", encoding="utf-8") as out:
         for g in range(args.groups):
             folder = args.out / f"group{g}"
@@ -131,7 +134,7 @@ def main() -> int:
             if not (folder / "index").exists():
                 subprocess.run([str(ROOT / ".venv/bin/qa"), "build", str(folder / "corpus.jsonl"),
                                 "--index", str(folder / "index"), "--quiet"], check=True)
-            counts = mine(folder / "index", questions, out, args.limit)
+            counts, encoder = mine(folder / "index", questions, out, args.limit, encoder)
             print(f"group {g}: {counts}", flush=True)
             for k, v in counts.items():
                 total[k] = total.get(k, 0) + v
