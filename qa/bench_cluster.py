@@ -331,8 +331,11 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
     serve.deploy(address, built[shards], Settings(index_dir=built[shards]))
     try:
         handle = serve.direct(ray_serve.get_app_handle(serve.APP))  # as `qa ask --ray` calls
+        here = serve.local_ingress(address)  # as `qa ask --ray --ingress local` answers
         by_serve: dict[str, dict] = {}
-        times: dict[str, list[float]] = {"serve": [], "in process": [], "in process, 1 thread": []}
+        by_here: dict[str, dict] = {}
+        times: dict[str, list[float]] = {"serve": [], "serve, ingress here": [], "in process": [],
+                                         "in process, 1 thread": []}
         inside: list[dict[str, float]] = []  # the ingress's own timings of each Serve answer
 
         def via_serve(q):
@@ -350,7 +353,11 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
             finally:
                 _torch_threads(before)
 
-        paths = {"serve": via_serve, "in process": lambda q: single.ask(q["question"], k=10),
+        def via_here(q):
+            by_here[q["id"]] = here.answer(q["question"], 10)
+
+        paths = {"serve": via_serve, "serve, ingress here": via_here,
+                 "in process": lambda q: single.ask(q["question"], k=10),
                  "in process, 1 thread": one_thread}
         for q in questions[:5]:  # warm every path
             for fn in paths.values():
@@ -365,7 +372,8 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
                     inside.append({**ms, "client": times[name][-1] * 1000,
                                    "noop_fanout": noop_fanout()})
         for name, seconds_list in times.items():
-            rows.append({"figure": "latency", "path": name, "shards": shards if name == "serve" else 1,
+            rows.append({"figure": "latency", "path": name,
+                         "shards": shards if name.startswith("serve") else 1,
                          "questions": len(seconds_list), **percentiles(seconds_list),
                          "load_average": load_average()})
         asked_texts = [q["question"] for q in questions[:min(len(questions), rounds)]]
@@ -373,6 +381,8 @@ def cluster_figures(address: str, corpus: Path, questions: list[dict], *, worker
         asked = {qid: reference[qid] for qid in by_serve}
         rows.append({"figure": "same_answers", "shards": shards, "path": "Serve",
                      **count_differences(asked, by_serve), "load_average": load_average()})
+        rows.append({"figure": "same_answers", "shards": shards, "path": "Serve, ingress here",
+                     **count_differences(asked, by_here), "load_average": load_average()})
     finally:
         ray_serve.delete(serve.APP)
     return rows

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from .settings import (INDEX_TYPES, NPROBE_HELP, RETRIEVERS, SEEDS, UsageError, UserError,
-                       default_settings)
+from .settings import (INDEX_TYPES, INGRESS_CHOICES, INGRESS_HELP, NPROBE_HELP, RETRIEVERS, SEEDS,
+                       UsageError, UserError, check_ingress, default_settings)
 
 EXIT_USAGE = 2
 
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="print one JSON object")
     a.add_argument("--ray", metavar="ADDRESS", help="ask the app `qa serve` runs on the Ray "
                                                     "cluster at ADDRESS; needs .[ray]")
+    a.add_argument("--ingress", choices=INGRESS_CHOICES, default="app", help=INGRESS_HELP)
     a.set_defaults(run=cmd_ask)
 
     s = sub.add_parser("serve", help="run the answering app for a sharded index on a Ray cluster")
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--shard-timeout", type=float, default=None, metavar="SECONDS",
                    help="how long a question waits for a shard that is down (asking again when "
                         "its replica is replaced) before it fails naming the shard (default 30)")
+    s.add_argument("--stop", action="store_true",
+                   help="stop the qa app on the cluster (its shards and ingress) and free what "
+                        "it holds, instead of starting it")
     s.set_defaults(run=cmd_serve)
 
     for name, module in (("eval", "qa.evaluate"), ("bench", "qa.bench"),
@@ -160,13 +164,15 @@ def cmd_ask(args) -> int:
     if args.k is not None:
         check_k(args.k, MAX_K)
     started = time.perf_counter()
+    check_ingress(args)
     if args.ray:
         from .serve import ask
 
         if args.nprobe is not None:
             raise UsageError("--nprobe is the app's, not the question's: with --ray, the shards "
                              "search as many lists as `qa serve --nprobe N` set; leave it out")
-        out = ask(args.ray, args.question, k=args.k, retriever=args.retriever, filters=filters)
+        out = ask(args.ray, args.question, k=args.k, retriever=args.retriever, filters=filters,
+                  local=args.ingress == "local")
         print(json.dumps(out, ensure_ascii=False, indent=2) if args.json
               else render(out, time.perf_counter() - started))
         return 0
@@ -187,8 +193,12 @@ def cmd_ask(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .serve import deploy
+    from .serve import deploy, stop
 
+    if args.stop:
+        print(f"stopped the qa app on {args.ray}" if stop(args.ray)
+              else f"no qa app was running on {args.ray}")
+        return 0
     for flag, n in (("--replicas", args.replicas), ("--ingress-replicas", args.ingress_replicas)):
         if n < 1:
             raise UserError(f"{flag} must be at least 1, got {n}")

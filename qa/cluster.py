@@ -397,11 +397,14 @@ def build_on_ray(sources: list[Path | str], settings: Settings, *, address: str,
     # One embedding actor per whole CPU free now on some node, not per CPU of the cluster: a
     # cluster that also runs `qa serve` holds some, and a pool sized otherwise waits forever.
     free, per_node = whole_free_cpus()
-    if not workers and free < 1:
-        raise UserError(f"no node of the Ray cluster at {address} has a whole CPU free (CPUs "
-                        f"free per node: {', '.join(f'{c:g}' for c in per_node) or 'none'}), and "
-                        f"each embedding worker needs one; add a node, or stop what holds them "
-                        f"(`qa serve` does: `serve shutdown`), then build again")
+    if free < (workers or 1):
+        said = ", ".join(f"{c:g}" for c in per_node) or "none"
+        what = (f"{workers} embedding workers were asked for and {free} fit" if workers else
+                "no node has a whole CPU free")
+        raise UserError(f"{what} on the Ray cluster at {address} (CPUs free per node: {said}), "
+                        f"and each embedding worker needs a whole one on a node; add a node, or "
+                        f"stop what holds them (the qa app does: `qa serve --ray {address} "
+                        f"--stop`), then build again")
     workers = workers or free
     report, articles = ingest_on_ray(ray, folders, workers)
     if shards > report.kept:

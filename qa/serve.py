@@ -12,6 +12,9 @@ replaces it) until the shard's deadline; a shard that does not answer by then fa
 with qa.settings.Unavailable naming it (`shard-001 did not answer ...`). No answer is ever built
 from a subset of the shards. A client's call whose ingress replica dies is made again in the same
 way (`result`). `RemoteQA` is the engine the web app answers with under --ray.
+
+`--ingress local` (local_ingress): the asking process does the ingress's work itself, on the
+app's shard deployments, which saves a Serve call per question.
 """
 
 from __future__ import annotations
@@ -351,7 +354,8 @@ class FanOut:
 
 
 class Ingress:
-    """A Serve deployment's class: encodes, fans out, merges, picks; returns `qa ask --json`."""
+    """Encodes, fans out, merges, picks; returns `qa ask --json`. The `ingress` deployment's class,
+    and, made by local_ingress, the same in a client's process (`--ingress local`)."""
 
     def __init__(self, root: str, settings: dict, *shards, shard_timeout: float = SHARD_TIMEOUT_S,
                  grpc: bool = True):
@@ -369,7 +373,11 @@ class Ingress:
                              self.clock, grpc)
         self.qa.retriever = self.fanout  # type: ignore[assignment]
 
-    def _answer(self, question, k, retriever, filters, history, page=False) -> dict:
+    def answer(self, question: str, k: int | None = None, retriever: str | None = None,
+               filters=None, history: list[str] | None = None, page: bool = False) -> dict:
+        """The object `qa ask --json` prints; with `page`, what the web page shows besides:
+        {"json", "sentences" (the picker's best sentence per passage), "articles" (of the
+        passages, whole)}."""
         result = self.qa.ask(question, k=k, retriever=retriever, filters=filters, history=history)
         out = self.qa.to_json(result)
         if not page:
@@ -379,17 +387,40 @@ class Ingress:
         return {"json": out, "sentences": list(result.sentences),
                 "articles": {d: self.index.articles[d] for d in docs}}
 
+    def describe(self) -> dict:
+        """The collection's manifest, the settings and every article without its text."""
+        parts = self.fanout.gather("catalog")
+        return {"manifest": self.index.raw, "settings": self.fields,
+                "articles": [a for part in parts for a in part]}
+
+    def find(self, doc_id: str) -> Article | None:
+        """One article, whole, from the shard that holds it."""
+        parts = self.fanout.gather("article", doc_id)
+        return next((a for a in parts if a is not None), None)
+
+    # Serve's calls: off the replica's event loop, since the fan-out waits on the shards.
+
     async def ask(self, question: str, k: int | None = None, retriever: str | None = None,
                   filters=None, history: list[str] | None = None) -> dict:
-        # Off the replica's event loop: the fan-out waits on the shards' responses.
-        return await asyncio.to_thread(self._answer, question, k, retriever, filters, history)
+        return await asyncio.to_thread(self.answer, question, k, retriever, filters, history)
 
     async def ask_page(self, question: str, k: int | None = None, retriever: str | None = None,
                        filters=None, history: list[str] | None = None) -> dict:
-        """As ask, with what the web page shows besides the JSON: {"json", "sentences" (the
-        picker's best sentence per passage), "articles" (of the passages, whole)}."""
-        return await asyncio.to_thread(self._answer, question, k, retriever, filters, history,
+        return await asyncio.to_thread(self.answer, question, k, retriever, filters, history,
                                        True)
+
+    async def info(self) -> dict:
+        return await asyncio.to_thread(self.describe)
+
+    async def article(self, doc_id: str) -> Article | None:
+        return await asyncio.to_thread(self.find, doc_id)
+
+    async def config(self) -> dict:
+        """What an ingress in another process needs to answer as this one does (local_ingress):
+        the index folder, the settings, the shard deployments and how long to wait for them."""
+        return {"root": str(self.index.path), "settings": self.fields,
+                "shards": [h.deployment_name for h in self.fanout.handles],
+                "shard_timeout": self.fanout.timeout}
 
     async def ask_timed(self, question: str, k: int | None = None) -> dict:
         """As ask, with where the ingress's time went: {"json", "ms": {"encode", "fanout" (asking
@@ -400,7 +431,7 @@ class Ingress:
     def _timed(self, question: str, k: int | None) -> dict:
         self.clock.reset()
         started = time.perf_counter()
-        out = self._answer(question, k, None, None, None)
+        out = self.answer(question, k)
         total = time.perf_counter() - started
         ms = {part: round(s * 1000, 3) for part, s in self.clock.spent().items()}
         return {"json": out, "ms": {**ms, "total": round(total * 1000, 3)}}
@@ -416,16 +447,6 @@ class Ingress:
         for call in [h.ping.remote() for h in self.fanout.direct]:
             call.result(timeout_s=self.fanout.timeout)
         return round((time.perf_counter() - started) * 1000, 3)
-
-    async def info(self) -> dict:
-        """The collection's manifest, the settings and every article without its text."""
-        parts = await asyncio.to_thread(self.fanout.gather, "catalog")
-        return {"manifest": self.index.raw, "settings": self.fields,
-                "articles": [a for part in parts for a in part]}
-
-    async def article(self, doc_id: str) -> Article | None:
-        parts = await asyncio.to_thread(self.fanout.gather, "article", doc_id)
-        return next((a for a in parts if a is not None), None)
 
     def stats(self) -> dict:
         """Fan-outs so far, those answered after asking a shard again, those failed."""
@@ -520,6 +541,27 @@ def deploy(address: str, index_dir: Path, settings: Settings, replicas: int = 1,
     return {"shards": len(shard_apps), "replicas": replicas, "ingress_replicas": ingress_replicas}
 
 
+def stop(address: str) -> bool:
+    """Delete the `qa` app on the cluster at address (`qa serve --stop`), freeing the CPUs its
+    replicas hold; whether one was running.
+
+    Raises:
+        UserError: no cluster there.
+    """
+    from .cluster import connect
+
+    connect(address)
+    from ray import serve
+
+    try:
+        running = APP in serve.status().applications
+    except Exception:  # Serve does not run on the cluster: no app to stop
+        return False
+    if running:
+        serve.delete(APP)
+    return running
+
+
 def app_handle(address: str):
     """The handle of the running `qa` app on the cluster at address.
 
@@ -582,10 +624,60 @@ def result(address: str, call, timeout: float = ASK_TIMEOUT_S):
                               f"{redeploy}") from None
 
 
-def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None) -> dict:
+class AppIngress:
+    """The `qa` app's ingress deployment, called through a Serve handle: Ingress's answer,
+    describe and find, each call made again if its replica dies (`result`)."""
+
+    def __init__(self, address: str, handle):
+        self.address, self.handle = address, handle
+        self.direct = direct(handle)  # for the answers: their replies grow with k, not the collection
+
+    def answer(self, question: str, k: int | None = None, retriever: str | None = None,
+               filters=None, history: list[str] | None = None, page: bool = False) -> dict:
+        method = self.direct.ask_page if page else self.direct.ask
+        return result(self.address, lambda: method.remote(question, k, retriever, filters, history))
+
+    def describe(self) -> dict:
+        return result(self.address, lambda: self.handle.info.remote())
+
+    def find(self, doc_id: str) -> Article | None:
+        return result(self.address, lambda: self.handle.article.remote(doc_id))
+
+
+def local_ingress(address: str) -> Ingress:
+    """An ingress in this process on the shards of the `qa` app running at address
+    (`--ingress local`): it loads the model and the reader here, and asks the shard deployments
+    itself, which saves a Serve call per question (the hop to the app's ingress). It needs the
+    index folder readable here, at the path the app serves it from (its manifest and BM25
+    statistics; the shards stay in their replicas).
+
+    Raises:
+        UserError: no cluster or app there, or the index folder is not here.
+    """
+    from ray import serve
+
+    handle = app_handle(address)
+    config = result(address, lambda: direct(handle).config.remote())
+    root = Path(config["root"])
+    if not (root / "CURRENT").is_file():
+        raise UserError(f"--ingress local reads the index's manifest at {root}, where the qa app "
+                        f"on {address} serves it from, and there is no index there on this "
+                        f"machine; make that folder readable here at the same path, or drop "
+                        f"--ingress local to ask the app's own ingress")
+    shards = [serve.get_deployment_handle(name, app_name=APP) for name in config["shards"]]
+    return Ingress(str(root), config["settings"], *shards, shard_timeout=config["shard_timeout"],
+                   grpc=SERVE_GRPC)
+
+
+def open_ingress(address: str, local: bool = False) -> Ingress | AppIngress:
+    """The `qa` app at address: its ingress deployment, or with `local` one in this process."""
+    return local_ingress(address) if local else AppIngress(address, app_handle(address))
+
+
+def ask(address: str, question: str, *, k=None, retriever=None, filters=None, history=None,
+        local: bool = False) -> dict:
     """One question through the running app; the object `qa ask --json` prints."""
-    handle = direct(app_handle(address))
-    return result(address, lambda: handle.ask.remote(question, k, retriever, filters, history))
+    return open_ingress(address, local).answer(question, k, retriever, filters, history)
 
 
 # ---------------------------------------------------------------- the web app's engine
@@ -671,19 +763,17 @@ class RemoteCatalog:
 
 class RemoteQA:
     """The engine of `python app.py --ray ADDRESS`: qa.engine.QA's ask, to_json, index and
-    settings, answered by the `qa` app on the cluster through a Serve handle."""
+    settings, answered by the `qa` app on the cluster, through its ingress deployment or one in
+    this process (`--ingress local`)."""
 
-    def __init__(self, address: str, handle, info: dict):
+    def __init__(self, ingress: Ingress | AppIngress):
         from .store import Manifest
 
-        self.address, self.handle = address, handle
-        self.direct = direct(handle)  # for ask_page: its reply grows with k, not the collection
+        self.ingress = ingress
+        info = ingress.describe()
         self.settings = Settings(**info["settings"])
-        articles = RemoteArticles(info["articles"], self._article)
+        articles = RemoteArticles(info["articles"], ingress.find)
         self.index = RemoteCatalog(Manifest.from_json(info["manifest"]), articles)
-
-    def _article(self, doc_id: str) -> Article | None:
-        return result(self.address, lambda: self.handle.article.remote(doc_id))
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,
             filters=None, history: list[str] | None = None) -> RemoteResult:
@@ -693,8 +783,7 @@ class RemoteQA:
             UserError: as QA.ask.
             Unavailable: a shard or the app is down; the message names it.
         """
-        got = result(self.address, lambda: self.direct.ask_page.remote(question, k, retriever,
-                                                                        filters, history))
+        got = self.ingress.answer(question, k, retriever, filters, history, page=True)
         self.index.articles.remember(got["articles"])
         return RemoteResult(got["json"], tuple(got["sentences"]))
 
@@ -702,11 +791,11 @@ class RemoteQA:
         return result.out
 
 
-def open_app(address: str) -> RemoteQA:
-    """The engine for the web app, on the `qa` app running on the cluster at address.
+def open_app(address: str, local: bool = False) -> RemoteQA:
+    """The engine for the web app, on the `qa` app running on the cluster at address; with
+    `local`, its ingress in this process (local_ingress).
 
     Raises:
         UserError: no cluster at address, or no `qa` app on it.
     """
-    handle = app_handle(address)
-    return RemoteQA(address, handle, result(address, lambda: handle.info.remote()))
+    return RemoteQA(open_ingress(address, local))

@@ -14,6 +14,13 @@ INDEX_TYPES = {"auto": None, "flat": "Flat", "hnsw": "HNSW", "ivf": "IVF"}
 MAX_QUESTION_CHARS = 10_000
 NPROBE_HELP = ("IVF lists to search per question, from 1 to the index's nlist (default: as "
                "built, 16; or QA_NPROBE); only for an index built with --index-type ivf")
+# --ingress under --ray: the app's ingress deployment answers, or one in the asking process
+# (qa.serve.local_ingress).
+INGRESS_CHOICES = ("app", "local")
+INGRESS_HELP = ("with --ray, what encodes the question, asks the shards and reads: the app's "
+                "ingress deployment (app, the default), or this process (local: it loads the "
+                "model and the reader, needs the index folder at the path the app serves, and "
+                "saves a Serve call per question)")
 ROOT = Path(__file__).resolve().parent.parent
 # The bundled articles, indexed when no sources are given; package data (the checkout's seeds/
 # links here), so an installed qa finds them too.
@@ -131,3 +138,15 @@ def default_settings(**changes) -> Settings:
                     reader=os.environ.get("QA_READER") or "default",
                     index_dir=Path(os.environ.get("QA_INDEX") or DEFAULT_INDEX), nprobe=nprobe)
     return base.with_(**changes)
+
+
+def check_ingress(args) -> None:
+    """--ingress local means something only with --ray.
+
+    Raises:
+        UsageError: --ingress local without --ray.
+    """
+    if getattr(args, "ingress", "app") == "local" and not args.ray:
+        raise UsageError("--ingress local needs --ray ADDRESS: it answers from the shards the qa "
+                         "app serves on that cluster; without --ray the answer is already made "
+                         "in this process")

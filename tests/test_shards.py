@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -318,6 +319,26 @@ def test_ray_flag_needs_shards(capsys):
     assert "--shards" in capsys.readouterr().err
 
 
+def test_a_ray_build_asking_for_more_workers_than_fit_is_refused(monkeypatch, tmp_path):
+    """Two embedding workers asked for (`build_on_ray(workers=2)`, as `qa bench --ray --workers`
+    does) where one whole CPU is free: refused, not left waiting for a place forever."""
+    ray_or_fail()
+    from qa import cluster
+
+    options = SimpleNamespace(verbose_progress=True)
+    context = SimpleNamespace(enable_progress_bars=True, execution_options=options)
+    fake_ray = SimpleNamespace(data=SimpleNamespace(
+        DataContext=SimpleNamespace(get_current=lambda: context)))
+    monkeypatch.setattr(cluster, "connect", lambda address: fake_ray)
+    monkeypatch.setattr(cluster, "whole_free_cpus", lambda: (1, [1.0, 0.75]))
+    with pytest.raises(UserError, match=r"^2 embedding workers were asked for and 1 fit on the "
+                                        r"Ray cluster at 127.0.0.1:1 \(CPUs free per node: 1, "
+                                        r"0.75\).*`qa serve --ray 127.0.0.1:1 --stop`"):
+        cluster.build_on_ray([SEEDS], Settings(index_dir=tmp_path / "index"),
+                             address="127.0.0.1:1", shards=2, workers=2)
+    assert not (tmp_path / "index").exists()
+
+
 def test_kept_numbers_the_chosen_articles_and_refuses_rows_out_of_line():
     """qa.cluster._kept, the Ray build's join of each file's articles with the driver's choices:
     one row per article kept, numbered from the file's first, under the chosen doc_id; a batch
@@ -442,13 +463,17 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert got == {"shards": 4, "replicas": 1, "ingress_replicas": 1}
         replies = {q["id"]: serve.ask(ray_cluster, q["question"], k=10) for q in questions}
         assert same_json(engine, replies, questions) == []
+        # The ingress in this process, on the same shard deployments.
+        here = serve.local_ingress(ray_cluster)
+        assert {q["id"]: here.answer(q["question"], 10) for q in questions} == replies
         env = os.environ | {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
         q = questions[0]
-        out = subprocess.run([sys.executable, "-m", "qa.cli", "ask", q["question"], "--k", "10",
-                              "--ray", ray_cluster, "--json"],
-                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-        assert out.returncode == 0, out.stderr[-3000:]
-        assert json.loads(out.stdout) == replies[q["id"]]
+        for ingress in ("app", "local"):
+            out = subprocess.run([sys.executable, "-m", "qa.cli", "ask", q["question"], "--k",
+                                  "10", "--ray", ray_cluster, "--ingress", ingress, "--json"],
+                                 capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+            assert out.returncode == 0, out.stderr[-3000:]
+            assert json.loads(out.stdout) == replies[q["id"]], ingress
         # The timed ask (`qa bench --ray` splits Serve's time with it): the same answer, and the
         # ingress's own encode and fan-out inside its total.
         timed = serve.app_handle(ray_cluster).ask_timed.remote(q["question"], 10).result()
@@ -458,11 +483,18 @@ def test_serve_answers_as_one_index(ray_cluster, sharded, engine, questions):
         assert ms["encode"] + ms["fanout"] < ms["total"]
         assert "noop_fanout" not in ms  # its own call (`noop_fanout`), outside the answer's time
         assert serve.app_handle(ray_cluster).noop_fanout.remote().result() > 0
+        stop = [sys.executable, "-m", "qa.cli", "serve", "--ray", ray_cluster, "--stop"]
         # Shard replies (about 264 KB on SQuAD) go inline, not through the object store.
         from ray import serve as ray_serve
 
         shard = ray_serve.get_deployment_handle("shard-000", app_name=serve.APP)
         assert shard.inline_bytes.remote().result() == serve.SHARD_INLINE_BYTES
+        # `qa serve --stop` deletes the app (and frees its CPUs); a second says none was running.
+        for said in (f"stopped the qa app on {ray_cluster}", f"no qa app was running on {ray_cluster}"):
+            out = subprocess.run(stop, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+            assert out.returncode == 0 and out.stdout.strip() == said, out.stderr[-3000:]
+        with pytest.raises(UserError, match="no qa app is running on the Ray cluster"):
+            serve.ask(ray_cluster, q["question"])
     finally:
         ray.shutdown()  # this process was a driver of the cluster the fixture ends
 
@@ -814,6 +846,70 @@ def test_web_app_ray_refuses_in_process_flags(capsys):
     assert "--index cannot be used with --ray" in capsys.readouterr().err
 
 
+def test_ingress_local_needs_ray(capsys):
+    """`--ingress local` without --ray is refused, on the command line and by the web app."""
+    from qa.cli import main as cli
+    from qa.web import main as web
+
+    assert cli(["ask", "--ingress", "local", "Who?"]) == 2
+    assert "--ingress local needs --ray ADDRESS" in capsys.readouterr().err
+    assert web(["--ingress", "local", "--port", str(_free_port())]) == 1
+    assert "--ingress local needs --ray ADDRESS" in capsys.readouterr().err
+
+
+class _Config:
+    """A handle whose only call is `config`, replying with the given dict."""
+
+    def __init__(self, config: dict):
+        self.config = SimpleNamespace(remote=lambda: _Response(config))
+
+    def options(self, **_):
+        return self
+
+
+def test_a_local_ingress_without_the_index_folder_says_where_it_looked(monkeypatch, tmp_path):
+    ray_or_fail()
+    from qa import serve
+
+    gone = tmp_path / "index"
+    monkeypatch.setattr(serve, "app_handle", lambda address: _Config(
+        {"root": str(gone), "settings": {}, "shards": ["shard-000"], "shard_timeout": 30.0}))
+    with pytest.raises(UserError, match=f"reads the index's manifest at {gone}, where the qa "
+                                        f"app on 127.0.0.1:1 serves it from"):
+        serve.local_ingress("127.0.0.1:1")
+
+
+def test_the_web_engine_answers_through_either_ingress(seeds_index):
+    """RemoteQA, the web app's engine under --ray, over anything with the ingress's answer,
+    describe and find (the app's deployment, or one in the web process)."""
+    from qa.serve import RemoteQA
+    from qa.store import _read_manifest
+    from qa.types import Article
+
+    manifest = _read_manifest(seeds_index, "")[1]
+
+    whole = Article("a", "text of a", title="A")
+
+    class Fake:
+        asked: list = []
+
+        def describe(self):
+            return {"manifest": manifest, "settings": {}, "articles": [Article("a", "", title="A")]}
+
+        def answer(self, question, k=None, retriever=None, filters=None, history=None, page=False):
+            self.asked.append((question, k, page))
+            return {"json": {"question": question}, "sentences": ["s"], "articles": {"a": whole}}
+
+        def find(self, doc_id):
+            raise AssertionError("the answer brought the article")
+
+    engine = RemoteQA(Fake())
+    got = engine.ask("Who?", k=3)
+    assert Fake.asked == [("Who?", 3, True)]
+    assert engine.to_json(got) == {"question": "Who?"} and got.sentences == ("s",)
+    assert engine.index.articles["a"].text == "text of a"
+
+
 def _replica_pids(deployment: str) -> list[int]:
     """The process ids of the live replicas of `deployment` in the qa app (the GCS actor table;
     the state API needs the dashboard, which the test cluster does not run)."""
@@ -922,10 +1018,10 @@ def test_a_ray_build_is_refused_at_once_when_no_node_has_a_whole_cpu_free(ray_cl
         ray.shutdown()  # its actors go with it
     assert out.returncode == 1, out.stderr[-3000:]
     lines = out.stderr.strip().splitlines()
-    assert lines == [f"error: no node of the Ray cluster at {ray_cluster} has a whole CPU free "
-                     f"(CPUs free per node: 0.5, 0.5), and each embedding worker needs one; add a "
-                     f"node, or stop what holds them (`qa serve` does: `serve shutdown`), then "
-                     f"build again"], lines
+    assert lines == [f"error: no node has a whole CPU free on the Ray cluster at {ray_cluster} "
+                     f"(CPUs free per node: 0.5, 0.5), and each embedding worker needs a whole "
+                     f"one on a node; add a node, or stop what holds them (the qa app does: `qa "
+                     f"serve --ray {ray_cluster} --stop`), then build again"], lines
     assert not (tmp_path / "index").exists()
     print(f"\nrefused in {time.monotonic() - started:.1f} s")
 
@@ -993,6 +1089,29 @@ def test_web_app_answers_through_serve(served, engine, questions):
     q = asked[0]
     out = Client(url + "/", verbose=False).predict(q["question"], 10, "hybrid", api_name="/ask")
     assert same_json(engine, {q["id"]: out}, [q]) == []
+
+
+@pytest.mark.slow
+def test_web_app_answers_with_its_own_ingress(served, engine, questions):
+    """`app.py --ray ADDRESS --ingress local`: the web process encodes, asks the shard
+    deployments itself and reads; /api/ask gives what the single-machine index answers."""
+    import httpx
+
+    from qa.soak import serve as web
+
+    address, root, _ = served
+    asked = questions[:4]
+    with web(None, "--ray", address, "--ingress", "local", log=root.parent / "web-local.log",
+             env={"RAY_USAGE_STATS_ENABLED": "0"}, startup_seconds=300) as (url, _):
+        replies = {}
+        for q in asked:
+            r = httpx.post(f"{url}/api/ask", json={"question": q["question"], "k": 10}, timeout=300)
+            assert r.status_code == 200, r.text
+            replies[q["id"]] = r.json()
+        assert same_json(engine, replies, asked) == []
+        health = httpx.get(f"{url}/api/health", timeout=60).json()
+        assert health["documents"] == len(engine.index.articles)
+    assert "its ingress in this process" in (root.parent / "web-local.log").read_text()
 
 
 def test_remote_articles_fetch_whole_articles_once():

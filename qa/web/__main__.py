@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..engine import open_or_build
-from ..settings import UserError, default_settings
+from ..settings import INGRESS_CHOICES, INGRESS_HELP, UserError, check_ingress, default_settings
 from .config import DEFAULT_HOST, DEFAULT_PORT, WebConfig, parse_origins, parse_users
 
 
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ray", metavar="ADDRESS",
                    help="answer through the app `qa serve --ray ADDRESS --index DIR` runs on the "
                         "Ray cluster at ADDRESS instead of in this process; needs .[ray]")
+    p.add_argument("--ingress", choices=INGRESS_CHOICES, default="app", help=INGRESS_HELP)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          or os.environ.get("QA_ALLOWED_ORIGINS")),
                            max_running=args.max_running)
         _check_port(args.host, port)
+        check_ingress(args)
         if args.ray:
             engine = _remote(args)
         else:
@@ -91,9 +93,10 @@ def _remote(args):
                         f"`qa serve`, or drop --ray to answer in this process")
     from ..serve import open_app
 
-    engine = open_app(args.ray)
+    engine = open_app(args.ray, local=args.ingress == "local")
     _say(f"Answering through the qa app on the Ray cluster at {args.ray} "
-         f"({len(engine.index.articles)} articles, {engine.index.manifest.passages} passages)")
+         f"({len(engine.index.articles)} articles, {engine.index.manifest.passages} passages"
+         f"{'; its ingress in this process' if args.ingress == 'local' else ''})")
     return engine
 
 
