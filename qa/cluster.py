@@ -152,15 +152,27 @@ def _read_files(batch: dict) -> dict:
             "found": np.array(found, dtype=object), "skipped": np.array(skipped, dtype=object)}
 
 
-def _kept(batch: dict) -> dict:
-    """Ray Data: files' articles (a row a file, with ingest's choices) -> one row per article
-    kept, numbered in path order, under the doc_id ingest chose."""
+def _kept(batch: dict, choices: list, per_part: int, get: Callable | None = None) -> dict:
+    """Ray Data: files' articles (a row a file) -> one row per article kept, numbered in path
+    order, under the doc_id ingest chose.
+
+    `choices[i]` holds the choices of files i * per_part to (i + 1) * per_part - 1, in order, each
+    (the doc_id or None per article, the number of the file's first article kept): an object ref
+    that `get` (ray.get) fetches, so a task fetches the parts of its own files only. Looked up by
+    file number, so the files' rows may come in any order.
+    """
+    if get is None:
+        import ray
+
+        get = ray.get
     numbers, rows = [], []
-    if not np.array_equal(batch["file"], batch["decided_file"]):
-        raise RuntimeError("the files' rows and their choices came out of line")
-    for articles, keep, first in zip(batch["articles"], batch["keep"], batch["first"]):
-        n = int(first)
-        for row, doc_id in zip(json.loads(articles), json.loads(keep), strict=True):
+    parts: dict[int, list] = {}
+    for file, articles in zip(batch["file"], batch["articles"]):
+        part, at = divmod(int(file), per_part)
+        if part not in parts:
+            parts[part] = get(choices[part])
+        keep, n = parts[part][at]
+        for row, doc_id in zip(json.loads(articles), keep, strict=True):
             if doc_id is None:
                 continue
             row["doc_id"] = doc_id
@@ -200,13 +212,13 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
     items = [{"file": i, "root": str(root), "path": str(path)}
              for i, (root, path) in enumerate(files)]
     blocks = max(1, min(len(items), -(-len(items) // files_per_task)))
-    # Every stage in path order, so that the choices line up with the files row by row (zip).
+    # Read in path order, so that the driver decides as one process does, file by file.
     with _in_order(ray):
         read = (ray.data.from_items(items, override_num_blocks=blocks)
                 .map_batches(_read_files, batch_size=files_per_task, num_cpus=1,
                              compute=ray.data.TaskPoolStrategy(size=max(1, workers)))
                 .materialize())
-        decided: list[dict] = []
+        decided: list[tuple[list[str | None], int]] = []
         # A file's row at a time: the driver never holds every article's strings.
         for r in read.select_columns(["file", "found", "skipped"]).iter_rows():
             if int(r["file"]) != len(decided):
@@ -215,19 +227,22 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
             first = choices.report.kept
             ids = choices.file(root, path, [Found(*f) for f in json.loads(r["found"])],
                                [tuple(w) for w in json.loads(r["skipped"])])
-            decided.append({"decided_file": len(decided),
-                            "keep": json.dumps(ids, ensure_ascii=False), "first": first})
-        if len(decided) != len(files):
-            raise UserError(f"the Ray build got the files back out of order or not all of them "
-                            f"({len(decided)} of {len(files)} in order); the previous index is "
-                            f"still live")
-        report = choices.done(sources)
-        # Materialized here, in blocks for the embedding actors: these tasks need CPUs, which
-        # the actor pool downstream would otherwise hold while waiting for them.
-        kept = (read.zip(ray.data.from_items(decided))
-                .map_batches(_kept, batch_size=files_per_task)
-                .repartition(max(1, min(report.kept, 4 * workers)))
-                .materialize())
+            decided.append((ids, first))
+    if len(decided) != len(files):
+        raise UserError(f"the Ray build got the files back out of order or not all of them "
+                        f"({len(decided)} of {len(files)} in order); the previous index is "
+                        f"still live")
+    report = choices.done(sources)
+    # The choices go to the object store in parts of files_per_task files; each task of the
+    # join fetches the parts its files fall in. Materialized here, in blocks for the embedding
+    # actors: these tasks need CPUs, which the actor pool downstream would otherwise hold while
+    # waiting for them.
+    parts = [ray.put(decided[i:i + files_per_task])
+             for i in range(0, len(decided), files_per_task)]
+    kept = (read.map_batches(_kept, batch_size=files_per_task,
+                             fn_kwargs={"choices": parts, "per_part": files_per_task})
+            .repartition(max(1, min(report.kept, 4 * workers)))
+            .materialize())
     return report, kept
 
 

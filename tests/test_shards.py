@@ -339,22 +339,32 @@ def test_a_ray_build_asking_for_more_workers_than_fit_is_refused(monkeypatch, tm
     assert not (tmp_path / "index").exists()
 
 
-def test_kept_numbers_the_chosen_articles_and_refuses_rows_out_of_line():
+def test_kept_numbers_the_chosen_articles_by_their_files_in_any_order():
     """qa.cluster._kept, the Ray build's join of each file's articles with the driver's choices:
-    one row per article kept, numbered from the file's first, under the chosen doc_id; a batch
-    whose files and choices came out of line (zip relies on order) is refused, not mixed up."""
+    one row per article kept, numbered from the file's first, under the chosen doc_id; each
+    file's choices looked up by its number in their parts (fetched once a part), so the files'
+    rows may come in any order."""
     from qa.cluster import _kept
 
-    rows = [json.dumps([{"doc_id": "a"}, {"doc_id": "b"}]), json.dumps([{"doc_id": "c"}])]
-    batch = {"file": np.array([0, 1]), "articles": np.array(rows, dtype=object),
-             "decided_file": np.array([0, 1]),
-             "keep": np.array([json.dumps(["a", None]), json.dumps(["dir/c.md"])], dtype=object),
-             "first": np.array([0, 1])}
-    got = _kept(batch)
-    assert got["article"].tolist() == [0, 1]
-    assert [json.loads(r)["doc_id"] for r in got["row"]] == ["a", "dir/c.md"]
-    with pytest.raises(RuntimeError, match="out of line"):
-        _kept(batch | {"decided_file": np.array([1, 0])})
+    rows = {0: [{"doc_id": "a"}, {"doc_id": "b"}], 1: [{"doc_id": "c"}], 2: [{"doc_id": "d"}]}
+    parts = [[(["a", None], 0), (["dir/c.md"], 1)], [([None], 2)]]  # 2 files a part
+    fetched = []
+
+    def get(part):
+        fetched.append(part)
+        return part
+
+    for order in ([0, 1, 2], [2, 1, 0]):
+        fetched.clear()
+        batch = {"file": np.array(order),
+                 "articles": np.array([json.dumps(rows[f]) for f in order], dtype=object)}
+        got = _kept(batch, parts, 2, get)
+        by_number = dict(zip(got["article"].tolist(), (json.loads(r)["doc_id"] for r in got["row"])))
+        assert by_number == {0: "a", 1: "dir/c.md"}
+        assert sorted(map(len, fetched)) == [1, 2]  # each part once
+    with pytest.raises(ValueError):  # a file whose articles and choices differ in number
+        _kept({"file": np.array([1]), "articles": np.array([json.dumps(rows[0])], dtype=object)},
+              parts, 2, get)
 
 
 # ---------------------------------------------------------------- on a Ray cluster
