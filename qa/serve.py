@@ -43,6 +43,9 @@ SHARD_TIMEOUT_S = 30.0
 ASK_TIMEOUT_S = 120.0
 # Serve's health check of shard replicas (its default is 10 s): a hung replica is replaced sooner.
 HEALTH_CHECK_PERIOD_S = 2.0
+# Articles whose metadata the web app gets at start, for its example questions: the page needs
+# the collection's count and sources, not every article (10 million in an archive).
+EXAMPLES = 32
 # Ray passes a reply under `max_direct_call_object_size` (100 KB by default) inline and a larger
 # one through the object store, which cost 11-16 ms more per fan-out on the loopback cluster
 # (scripts/serve_payload.py). A shard's reply was about 264 KB on SQuAD when it sent every
@@ -56,7 +59,7 @@ SHARD_INLINE_BYTES = 4 * 1024 * 1024
 # a client's call of a method doing nothing from 6.4 to 2.7 ms at p50, and a fan-out to two
 # deployments from 10.1 to 6.9 ms (scripts/serve_overhead.py). The questions (the web page's
 # too) and the shards' candidates go that way; calls whose replies grow with the collection
-# rather than with k (the article catalog, an article the page asks for by id) stay actor tasks.
+# rather than with k (the catalog's sources, an article the page asks for by id) stay actor tasks.
 # QA_SERVE_GRPC=0 (read where `qa serve` deploys, and by the client) makes every call an actor task.
 SERVE_GRPC = os.environ.get("QA_SERVE_GRPC", "1") != "0"
 # The receiving end of a gRPC call refuses a message over 4 MB by default (Serve's
@@ -142,9 +145,14 @@ class ShardSearch:
         default); `deploy` sets it (SHARD_INLINE_BYTES)."""
         return int(os.environ.get("RAY_max_direct_call_object_size", "0"))
 
-    def catalog(self) -> list[Article]:
-        """The shard's articles without their text (the web page lists sources and examples)."""
-        return [replace(a, text="", body=()) for a in self.index.articles.values()]
+    def catalog(self, examples: int = EXAMPLES) -> dict:
+        """What the web page shows of the shard's articles, in a size that does not grow with
+        them: {"documents": how many, "sources": their distinct sources, sorted, "examples": the
+        first `examples` articles without their text (the page's example questions)}."""
+        articles = self.index.articles
+        first = [replace(a, text="", body=()) for _, a in zip(range(examples), articles.values())]
+        return {"documents": len(articles), "examples": first,
+                "sources": sorted({a.source for a in articles.values() if a.source})}
 
     def article(self, doc_id: str) -> Article | None:
         return self.index.articles.get(doc_id)
@@ -388,10 +396,13 @@ class Ingress:
                 "articles": {d: self.index.articles[d] for d in docs}}
 
     def describe(self) -> dict:
-        """The collection's manifest, the settings and every article without its text."""
+        """The collection's manifest and settings, and what the web page shows of its articles
+        (ShardSearch.catalog, over every shard: the first EXAMPLES articles)."""
         parts = self.fanout.gather("catalog")
         return {"manifest": self.index.raw, "settings": self.fields,
-                "articles": [a for part in parts for a in part]}
+                "documents": sum(p["documents"] for p in parts),
+                "sources": sorted({s for p in parts for s in p["sources"]}),
+                "examples": [a for p in parts for a in p["examples"]][:EXAMPLES]}
 
     def find(self, doc_id: str) -> Article | None:
         """One article, whole, from the shard that holds it."""
@@ -691,14 +702,16 @@ class RemoteResult:
 
 
 class RemoteArticles:
-    """The collection's articles as the web page reads them: every article's metadata (from the
-    shards, at start; `values()` and `items()` give these, without text), and whole articles by
-    `[doc_id]` (those of recent answers, kept; others asked of the shards)."""
+    """The collection's articles as the web page reads them under --ray: their count and
+    sources, a few of them for examples (`values()` and `items()` give these, without text), and
+    whole articles by `[doc_id]` (those of recent answers, kept; others asked of the shards)."""
 
-    def __init__(self, catalog: list[Article], fetch, keep: int = 512):
+    def __init__(self, documents: int, sources: list[str], examples: list[Article], fetch,
+                 keep: int = 512):
         from collections import OrderedDict
 
-        self._catalog = {a.doc_id: a for a in catalog}
+        self.documents, self.sources = documents, list(sources)
+        self._examples = {a.doc_id: a for a in examples}
         self._whole: OrderedDict[str, Article] = OrderedDict()
         self._fetch, self._keep = fetch, keep
         self._lock = threading.Lock()
@@ -715,8 +728,6 @@ class RemoteArticles:
         with self._lock:
             if doc_id in self._whole:
                 return self._whole[doc_id]
-        if doc_id not in self._catalog:
-            raise KeyError(doc_id)
         article = self._fetch(doc_id)
         if article is None:
             raise KeyError(doc_id)
@@ -730,22 +741,22 @@ class RemoteArticles:
             return default
 
     def __contains__(self, doc_id: object) -> bool:
-        return doc_id in self._catalog
+        return isinstance(doc_id, str) and self.get(doc_id) is not None
 
     def __len__(self) -> int:
-        return len(self._catalog)
+        return self.documents
 
     def __iter__(self):
-        return iter(self._catalog)
+        return iter(self._examples)
 
     def keys(self):
-        return self._catalog.keys()
+        return self._examples.keys()
 
     def values(self):
-        return self._catalog.values()
+        return self._examples.values()
 
     def items(self):
-        return self._catalog.items()
+        return self._examples.items()
 
 
 class RemoteCatalog:
@@ -772,7 +783,8 @@ class RemoteQA:
         self.ingress = ingress
         info = ingress.describe()
         self.settings = Settings(**info["settings"])
-        articles = RemoteArticles(info["articles"], ingress.find)
+        articles = RemoteArticles(info["documents"], info["sources"], info["examples"],
+                                  ingress.find)
         self.index = RemoteCatalog(Manifest.from_json(info["manifest"]), articles)
 
     def ask(self, question: str, *, k: int | None = None, retriever: str | None = None,

@@ -904,7 +904,8 @@ def test_the_web_engine_answers_through_either_ingress(seeds_index):
         asked: list = []
 
         def describe(self):
-            return {"manifest": manifest, "settings": {}, "articles": [Article("a", "", title="A")]}
+            return {"manifest": manifest, "settings": {}, "documents": 1, "sources": [],
+                    "examples": [Article("a", "", title="A")]}
 
         def answer(self, question, k=None, retriever=None, filters=None, history=None, page=False):
             self.asked.append((question, k, page))
@@ -1125,7 +1126,8 @@ def test_web_app_answers_with_its_own_ingress(served, engine, questions):
 
 
 def test_remote_articles_fetch_whole_articles_once():
-    """The web app's articles under --ray: metadata listed, texts fetched on demand and kept."""
+    """The web app's articles under --ray: the count, the sources and a few examples listed,
+    texts fetched on demand and kept."""
     from qa.serve import RemoteArticles
     from qa.types import Article
 
@@ -1134,12 +1136,12 @@ def test_remote_articles_fetch_whole_articles_once():
 
     def fetch(doc_id):
         fetched.append(doc_id)
-        return whole[doc_id]
+        return whole.get(doc_id)
 
-    articles = RemoteArticles([Article(d, "", title=d.upper(), source="S") for d in whole], fetch,
-                              keep=2)
-    assert len(articles) == 3 and "a" in articles and "z" not in articles
-    assert {a.source for a in articles.values()} == {"S"} and fetched == []
+    articles = RemoteArticles(1_000_000, ["S", "T"], [Article("a", "", title="A", source="S")],
+                              fetch, keep=2)
+    assert len(articles) == 1_000_000 and articles.sources == ["S", "T"]
+    assert [a.title for a in articles.values()] == ["A"] and fetched == []
     articles.remember({"a": whole["a"]})  # came with an answer
     assert articles["a"].text == "text of a" and fetched == []
     assert articles["b"].text == "text of b" and articles["b"].text and fetched == ["b"]
@@ -1147,6 +1149,21 @@ def test_remote_articles_fetch_whole_articles_once():
     assert articles["a"].text == "text of a" and fetched == ["b", "c", "a"]
     with pytest.raises(KeyError):
         articles["z"]
+    assert "c" in articles and "z" not in articles
+
+
+def test_a_shard_lists_its_articles_in_a_size_that_does_not_grow_with_them(seeds_index, engine):
+    """ShardSearch.catalog: the count, the distinct sources, and the first few articles without
+    their text, not every article (the web app under --ray gets this at start)."""
+    from qa.serve import ShardSearch
+
+    shard = ShardSearch(str(seeds_index), 0, engine.index.model)
+    got = shard.catalog(examples=2)
+    articles = list(engine.index.articles.values())
+    assert got["documents"] == len(articles) == 5
+    assert got["sources"] == sorted({a.source for a in articles if a.source}) and got["sources"]
+    assert [a.doc_id for a in got["examples"]] == [a.doc_id for a in articles[:2]]
+    assert all(a.text == "" and a.title for a in got["examples"])
 
 
 def _ask_concurrently(url: str, asked: list[list[dict]], started) -> list[dict]:

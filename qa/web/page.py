@@ -25,7 +25,10 @@ def build_demo(engine, config: WebConfig | None = None):
     """
     config = config or WebConfig()
     index = engine.index
-    sources = sorted({a.source for a in index.articles.values() if a.source})
+    # Under --ray the articles are a qa.serve.RemoteArticles, which knows its sources without
+    # holding every article.
+    sources = getattr(index.articles, "sources", None) or sorted(
+        {a.source for a in index.articles.values() if a.source})
     settings = engine.settings
 
     def run(question, k, retriever, source, since, until, history):
