@@ -217,10 +217,11 @@ def test_bench_ray_on_a_two_node_cluster(ray_cluster, tmp_path, capsys):
     assert all(r["passages_per_s"] > 0 and r["load_average"] >= 0 for r in by["build"])
     assert by["encode"][0]["threads"] == 1 and by["encode"][0]["passages_per_s"] > 0
     assert {(r["path"], r["shards"]) for r in by["same_answers"]} == {
-        ("in process (Ray build)", 2), ("Serve", 2)}
+        ("in process (Ray build)", 2), ("Serve", 2), ("Serve, ingress here", 2)}
     for r in by["same_answers"]:
         assert r["questions"] >= 10 and r["any"] == 0, r  # the same answers as the single index
-    assert [r["path"] for r in by["latency"]] == ["serve", "in process", "in process, 1 thread"]
+    assert [r["path"] for r in by["latency"]] == ["serve", "serve, ingress here", "in process",
+                                                  "in process, 1 thread"]
     assert all(r["questions"] == 10 and 0 < r["p50_ms"] <= r["p95_ms"] for r in by["latency"])
     split = by["serve_split"][0]["serve_ms"]  # the no-op fan-out is timed apart from the answers
     assert split["noop_fanout"] > 0 and 0 < split["hop"] < split["client"]
