@@ -248,7 +248,7 @@ def ingest_on_ray(ray, sources: list[Path], workers: int, files_per_task: int = 
 
 @contextmanager
 def _in_order(ray) -> Iterator[None]:
-    """Ray Data keeps rows in their order (`preserve_order`) within the block."""
+    """Inside this `with`, Ray Data keeps rows in their order (`preserve_order`)."""
     options = ray.data.DataContext.get_current().execution_options
     before, options.preserve_order = options.preserve_order, True
     try:

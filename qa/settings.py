@@ -146,7 +146,7 @@ def check_ingress(args) -> None:
     Raises:
         UsageError: --ingress local without --ray.
     """
-    if getattr(args, "ingress", "app") == "local" and not args.ray:
+    if args.ingress == "local" and not args.ray:
         raise UsageError("--ingress local needs --ray ADDRESS: it answers from the shards the qa "
                          "app serves on that cluster; without --ray the answer is already made "
                          "in this process")

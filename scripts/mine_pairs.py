@@ -60,12 +60,9 @@ def label(sentence: str, answers: list[str], context: str) -> int | None:
     return 1 if sentence in context else None
 
 
-def mine(index: Path, questions: Path, out, limit: int, encoder=None) -> tuple[dict[str, int], object]:
-    """Ask every question of its index, writing each labelled candidate to `out`.
-
-    Returns:
-        the counts, and the encoder, to be given to the next group's call (loaded once).
-    """
+def mine(index: Path, questions: Path, out, limit: int, encoder) -> dict[str, int]:
+    """Ask every question of its index (with `encoder`, loaded once for every group), writing
+    each labelled candidate to `out`."""
     from tqdm import tqdm
 
     from qa.engine import QA
@@ -108,7 +105,7 @@ def mine(index: Path, questions: Path, out, limit: int, encoder=None) -> tuple[d
                                   "sentence": sentence, "before": before, "after": after,
                                   "label": y}, ensure_ascii=False) + "\n")
         counts["gold among them"] += 1 in labels
-    return counts, qa.encoder
+    return counts
 
 
 def main() -> int:
@@ -119,6 +116,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("build/mine"))
     args = p.parse_args()
 
+    from qa.embed import load_encoder
+    from qa.settings import default_settings
     from qa.squad import SQUAD_TRAIN, held_out_titles, read_squad
 
     train = read_squad(SQUAD_TRAIN)
@@ -126,7 +125,7 @@ def main() -> int:
     random.Random(args.seed).shuffle(train)
     args.out.mkdir(parents=True, exist_ok=True)
     total: dict[str, int] = {}
-    encoder = None
+    encoder = load_encoder(default_settings().model)  # the model `qa build` indexes with
     with (args.out / "mined.jsonl").open("w", encoding="utf-8") as out:
         for g in range(args.groups):
             folder = args.out / f"group{g}"
@@ -134,7 +133,7 @@ def main() -> int:
             if not (folder / "index").exists():
                 subprocess.run([str(ROOT / ".venv/bin/qa"), "build", str(folder / "corpus.jsonl"),
                                 "--index", str(folder / "index"), "--quiet"], check=True)
-            counts, encoder = mine(folder / "index", questions, out, args.limit, encoder)
+            counts = mine(folder / "index", questions, out, args.limit, encoder)
             print(f"group {g}: {counts}", flush=True)
             for k, v in counts.items():
                 total[k] = total.get(k, 0) + v
