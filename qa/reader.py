@@ -302,7 +302,11 @@ class Reader:
         when the reader was trained with context)."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        feed = self._encode(question, pairs)
+        return self.logits(self._encode(question, pairs))
+
+    def logits(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for pairs already tokenized as this reader reads them (input_ids,
+        attention_mask, token_type_ids; int64): what a teacher gives a student in training."""
         if self.onnx is not None:
             return self.onnx(feed)
         import torch

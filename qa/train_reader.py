@@ -98,6 +98,13 @@ class TrainSettings:
     # share of the run's pairs drawn from it; the rest come from the pool as before.
     mined: str = ""
     mined_share: float = 0.5
+    # Distillation: a trained reader (the teacher) scores every training pair, and the loss is
+    # (1 - w) x the labels' + w x the teacher's probabilities' (binary cross-entropy to each).
+    distill: str = ""
+    distill_weight: float = 0.5
+    # The `init` reader's layers the model starts from, one per layer it keeps ("0,2,4": a
+    # 3-layer reader from every other layer of a 6-layer one); empty: its lowest `layers`.
+    init_layers: str = ""
 
 
 def split_paragraph(context: str) -> list[tuple[int, int]]:
@@ -505,8 +512,9 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         from .reader import WEIGHTS
 
         start = {k: v.float() for k, v in load_file(str(Path(ts.init) / WEIGHTS)).items()}
-        model.load_state_dict(start, strict=False)
-        log(f"starting from {ts.init}")
+        model.load_state_dict(picked_layers(start, ts.init_layers), strict=False)
+        log(f"starting from {ts.init}" + (f", its layers {ts.init_layers}" if ts.init_layers
+                                           else ""))
     peft = trainable(model, ts)
     heads = ("head.", "span.")
     head = [p for n, p in model.named_parameters() if n.startswith(heads)]
@@ -534,6 +542,7 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         if "null" in state:
             null.data.fill_(state["null"])
         log(f"resumed at step {step} of {total}")
+    teacher = open_teacher(ts, log)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     span_fn = torch.nn.CrossEntropyLoss(ignore_index=-100)
     model.train()
@@ -551,6 +560,11 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
         got = model(*inputs, spans=bool(ts.span))
         logits = got[0] if ts.span else got
         loss = listwise_loss(logits, batch, null) if ts.listwise else loss_fn(logits, y)
+        if teacher is not None:
+            feed = {k: enc[k].numpy().astype(np.int64)
+                    for k in ("input_ids", "attention_mask", "token_type_ids")}
+            taught = torch.sigmoid(torch.from_numpy(np.asarray(teacher.logits(feed), np.float32)))
+            loss = (1 - ts.distill_weight) * loss + ts.distill_weight * loss_fn(logits, taught)
         if ts.span:
             _, start, end = got
             valid = span_mask(enc["input_ids"], enc["token_type_ids"], enc["attention_mask"],
@@ -586,6 +600,44 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     return export(merged(model, peft, log), out, ts, step, seconds, log, seen=seen)
 
 
+def picked_layers(state: dict, layers: str) -> dict:
+    """A reader's weights with the encoder layers named in `layers` ("0,2,4") renumbered 0, 1,
+    2, ... and the others dropped; `state` itself when `layers` is empty."""
+    if not layers:
+        return state
+    new = {int(old): n for n, old in enumerate(layers.split(","))}
+    out = {}
+    for key, value in state.items():
+        m = re.match(r"bert\.encoder\.layer\.(\d+)\.(.*)", key)
+        if m is None:
+            out[key] = value
+        elif int(m.group(1)) in new:
+            out[f"bert.encoder.layer.{new[int(m.group(1))]}.{m.group(2)}"] = value
+    return out
+
+
+def open_teacher(ts: TrainSettings, log=print):
+    """The reader whose scores a distilled run learns from (int8 through ONNX Runtime where
+    installed, as the product reads), or None without `ts.distill`.
+
+    Raises:
+        UserError: the teacher reads other inputs than this run (max_length, context).
+    """
+    if not ts.distill:
+        return None
+    from .reader import Reader
+
+    teacher = Reader(ts.distill, calibrated=False)
+    if (teacher.config.max_length, teacher.config.context) != (ts.max_length, ts.context):
+        raise UserError(f"--distill {ts.distill} reads {teacher.config.max_length} word pieces "
+                        f"with context {teacher.config.context}, and this run "
+                        f"{ts.max_length} with context {ts.context}; give the teacher's "
+                        f"--max-length and --context", exit_code=2)
+    log(f"distilling from {ts.distill} ({teacher.config.layers} layers, sha256 "
+        f"{teacher.sha256[:12]}..., read with {teacher.backend}), weight {ts.distill_weight}")
+    return teacher
+
+
 def write_reader(out: Path, state: dict, fields: dict, trained: dict) -> Path:
     """Write float16 weights and their reader.json (`fields`, their sha256 and the training
     record) into out; the weights' path."""
@@ -619,12 +671,17 @@ def export(model, out: Path, ts: TrainSettings, step: int, seconds: float, log=p
                else "")
             + (f"; a span head beside the sentence head (loss weight {ts.span})" if ts.span
                else "")
-            + ("; listwise per question with a no-answer logit" if ts.listwise else ""))
+            + ("; listwise per question with a no-answer logit" if ts.listwise else "")
+            + (f"; distilled from {ts.distill} (weight {ts.distill_weight})" if ts.distill
+               else ""))
     trained = {**asdict(ts), "steps": step,
                "pairs_seen": seen if seen is not None else step * ts.batch_size,
                "train_seconds": round(seconds), "data": data}
     if ts.init:  # the run this one went on from
         trained["from"] = json.loads((Path(ts.init) / CONFIG).read_text()).get("trained")
+    if ts.distill:  # the reader it learnt from
+        teacher = json.loads((Path(ts.distill) / CONFIG).read_text())
+        trained["teacher"] = {"sha256": teacher.get("sha256"), "layers": teacher.get("layers")}
     weights = write_reader(out, state, {"base": BASE, "layers": ts.layers,
                                         "max_length": ts.max_length, "context": ts.context,
                                         "span": ts.span > 0}, trained)
@@ -934,6 +991,14 @@ def add_arguments(p) -> None:
                    help="pairs of the feature picker's candidates (scripts/mine_pairs.py); "
                         "--mined-share of the run's pairs come from it")
     p.add_argument("--mined-share", type=float, default=TrainSettings.mined_share)
+    p.add_argument("--distill", type=Path, default=None, metavar="READER",
+                   help="learn from this trained reader's scores of every pair as well as from "
+                        "the labels (e.g. a 3-layer reader from the 6-layer qa/reader)")
+    p.add_argument("--distill-weight", type=float, default=TrainSettings.distill_weight,
+                   metavar="W", help="the teacher's share of the loss (default %(default)s)")
+    p.add_argument("--init-layers", default="", metavar="I,J,...",
+                   help="which of --init's layers to start from, one per layer kept (e.g. "
+                        "0,2,4 with --layers 3; default: its lowest --layers)")
     p.add_argument("--lr", type=float, default=TrainSettings.lr)
     p.add_argument("--seed", type=int, default=TrainSettings.seed)
     p.add_argument("--export-only", action="store_true",
@@ -965,16 +1030,29 @@ def run(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be from 0 to 1, not "
                             f"{getattr(args, name)}",
                             exit_code=2)
-    if args.init and not (args.init / "reader.safetensors").is_file():
-        raise UserError(f"--init {args.init} holds no reader.safetensors; give a folder that "
-                        f"qa train-reader wrote, such as qa/reader", exit_code=2)
+    for name in ("init", "distill"):
+        folder = getattr(args, name)
+        if folder and not (folder / "reader.safetensors").is_file():
+            raise UserError(f"--{name} {folder} holds no reader.safetensors; give a folder that "
+                            f"qa train-reader wrote, such as qa/reader", exit_code=2)
+    if not 0 <= args.distill_weight <= 1:
+        raise UserError(f"--distill-weight must be from 0 to 1, not {args.distill_weight}",
+                        exit_code=2)
+    if args.init_layers:
+        picked = args.init_layers.split(",")
+        if not args.init or len(picked) != args.layers or not all(
+                x.isdigit() and int(x) < 6 for x in picked) or len(set(picked)) != len(picked):
+            raise UserError(f"--init-layers takes --layers ({args.layers}) distinct layer "
+                            f"numbers from 0 to 5, comma-separated, with --init; not "
+                            f"{args.init_layers!r}", exit_code=2)
     ts = TrainSettings(layers=args.layers, pairs=args.pairs, limit_questions=args.limit_questions,
                        perturb=args.perturb, contrast=args.contrast, reword=args.reword,
                        init=str(args.init or ""), lr=args.lr, seed=args.seed,
                        context=args.context, max_length=args.max_length,
                        v2_in_run=args.v2_in_run, freeze=args.freeze, adapter=args.adapter,
                        span=args.span, listwise=args.listwise, mined=str(args.mined or ""),
-                       mined_share=args.mined_share)
+                       mined_share=args.mined_share, distill=str(args.distill or ""),
+                       distill_weight=args.distill_weight, init_layers=args.init_layers)
     def log(m):
         print(m, file=sys.stderr, flush=True)
 

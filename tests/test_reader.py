@@ -423,6 +423,63 @@ def test_average_writes_the_mean_of_two_readers_that_loads(tiny_reader, tmp_path
     assert f"--average {tmp_path} holds no reader.safetensors" in capsys.readouterr().err
 
 
+def test_a_distilled_run_starts_from_the_teachers_chosen_layers_and_learns_its_scores(tmp_path):
+    """A 2-layer student of a 3-layer teacher, from the teacher's layers 0 and 2: before any step
+    its weights are those layers; a run with the teacher's whole weight moves its scores toward
+    the teacher's, unlike a run of the labels alone."""
+    import torch
+    from safetensors.torch import load_file
+
+    from qa.train_reader import picked_layers
+
+    pairs = article_pairs(ARTICLE, random.Random(0)) * 4
+    teacher = train(tmp_path / "teacher", TrainSettings(layers=3, batch_size=4, pairs=8,
+                                                        max_length=48, lr=1e-3),
+                    pairs=pairs, log=lambda m: None)
+    state = load_file(str(teacher / WEIGHTS))
+    picked = picked_layers(state, "0,2")
+    assert sorted({k.split(".")[3] for k in picked if k.startswith("bert.encoder.layer.")}) \
+        == ["0", "1"]
+    assert torch.equal(picked["bert.encoder.layer.1.output.dense.weight"],
+                       state["bert.encoder.layer.2.output.dense.weight"])
+    assert torch.equal(picked["head.weight"], state["head.weight"])
+    assert picked_layers(state, "") is state
+
+    messages = []
+    questions = [(p.question, p.reading()) for p in pairs[:6]]
+    want = np.array([Reader(teacher).score(q, [r])[0] for q, r in questions])
+
+    def student(name: str, weight: float) -> np.ndarray:
+        out = train(tmp_path / name, TrainSettings(layers=2, batch_size=4, pairs=48,
+                                                   max_length=48, lr=2e-3, init=str(teacher),
+                                                   init_layers="0,2", distill=str(teacher),
+                                                   distill_weight=weight),
+                    pairs=pairs * 3, log=messages.append)
+        reader = Reader(out)
+        assert reader.config.layers == 2
+        return np.array([reader.score(q, [r])[0] for q, r in questions])
+
+    taught, labels = student("taught", 1.0), student("labels", 0.0)
+    assert any("distilling from" in m and "weight 1.0" in m for m in messages)
+    assert any("its layers 0,2" in m for m in messages)
+    # Learning the teacher's probabilities keeps the student near them; the labels alone
+    # (0 or 1) push the logits apart, far from a teacher trained for 2 steps.
+    gap = np.abs(1 / (1 + np.exp(-taught)) - 1 / (1 + np.exp(-want))).mean()
+    apart = np.abs(1 / (1 + np.exp(-labels)) - 1 / (1 + np.exp(-want))).mean()
+    assert gap < apart, (gap, apart)
+    trained = json.loads((tmp_path / "taught" / CONFIG).read_text())["trained"]
+    assert trained["teacher"]["sha256"] == file_sha256(teacher / WEIGHTS)
+    assert trained["init_layers"] == "0,2" and "distilled from" in trained["data"]
+
+
+def test_a_teacher_that_reads_other_inputs_is_refused(tiny_reader, tmp_path):
+    pairs = article_pairs(ARTICLE, random.Random(0))
+    with pytest.raises(UserError, match="reads 48 word pieces with context 0, and this run 64"):
+        train(tmp_path / "s", TrainSettings(layers=1, batch_size=4, pairs=4, max_length=64,
+                                            distill=str(tiny_reader)),
+              pairs=pairs, log=lambda m: None)
+
+
 def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     from qa.cli import main
 
@@ -447,6 +504,17 @@ def test_train_reader_refuses_a_bad_init_or_perturb(tmp_path, capsys):
     assert "not both (--freeze 2, --adapter 8)" in capsys.readouterr().err
     assert main(["train-reader", "--span", "-1", "--out", str(tmp_path / "o")]) == 2
     assert "--span must be 0 or more, not -1.0" in capsys.readouterr().err
+    assert main(["train-reader", "--distill", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"--distill {tmp_path} holds no reader.safetensors" in capsys.readouterr().err
+    assert main(["train-reader", "--distill-weight", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "--distill-weight must be from 0 to 1, not 2.0" in capsys.readouterr().err
+    for layers in ("0,2", "0,2,2", "0,2,9", "a,b,c"):
+        assert main(["train-reader", "--layers", "3", "--init", str(PACKAGED_READER),
+                     "--init-layers", layers, "--out", str(tmp_path / "o")]) == 2
+        assert "--init-layers takes --layers (3) distinct layer numbers" in capsys.readouterr().err
+    assert main(["train-reader", "--layers", "3", "--init-layers", "0,2,4",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "with --init; not '0,2,4'" in capsys.readouterr().err
 
 
 def test_altered_or_missing_weights_are_refused_with_the_fix(tiny_reader, tmp_path):
