@@ -1,0 +1,58 @@
+"""Question-to-answer p50 with each of several readers, alternating question by question on one
+engine, beside a bare question forward pass; `none` is the feature picker alone (README, "The reader": a distilled reader).
+
+Each reader folder needs its calibration.json (`bash scripts/reader_figures.sh calibrate` with
+READER=<folder>). Needs the indexes that script builds (default /tmp/qa-figures).
+Usage: PYTHONPATH=$PWD python scripts/reader_latency.py [--figures DIR] [--rounds N] READER...
+"""
+
+import argparse
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qa.engine import QA
+from qa.evaluation.data import load_questions
+from qa.reader import Reader
+from qa.settings import QUESTIONS, default_settings
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("readers", nargs="+", help="reader folders; none: the feature picker alone")
+    p.add_argument("--figures", type=Path, default=Path("/tmp/qa-figures"))
+    p.add_argument("--rounds", type=int, default=3, help="passes over the seeds' questions")
+    args = p.parse_args()
+    qa = QA.open(default_settings(index_dir=args.figures / "seeds"))
+    readers = {f: None if f == "none" else Reader(f) for f in args.readers}
+    asked = [q.question for q in load_questions(QUESTIONS)] * args.rounds
+    random.Random(1).shuffle(asked)
+    for q in asked[:10]:  # warm every reader and the encoder
+        for r in readers.values():
+            qa.picker.reader = r
+            qa.ask(q, k=10)
+    times: dict[str, list[float]] = {name: [] for name in readers} | {"bare": []}
+    for q in asked:
+        for name, r in readers.items():
+            qa.picker.reader = r
+            started = time.perf_counter()
+            qa.ask(q, k=10)
+            times[name].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        qa.encoder.encode([q])
+        times["bare"].append(time.perf_counter() - started)
+    p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    print(f"seeds, {len(asked)} questions, load average {os.getloadavg()[0]:.1f}; bare question "
+          f"forward p50 {p50['bare']:.1f} ms")
+    for name, r in readers.items():
+        p95 = 1000 * float(np.percentile(times[name], 95))
+        kind = f"{r.config.layers} layers" if r is not None else "no reader"
+        print(f"  {name} ({kind}): p50 {p50[name]:.1f} ms "
+              f"({p50[name] / p50['bare']:.1f}x bare), p95 {p95:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
