@@ -602,10 +602,18 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
 
 def picked_layers(state: dict, layers: str) -> dict:
     """A reader's weights with the encoder layers named in `layers` ("0,2,4") renumbered 0, 1,
-    2, ... and the others dropped; `state` itself when `layers` is empty."""
+    2, ... and the others dropped; `state` itself when `layers` is empty.
+
+    Raises:
+        UserError: a layer named is not in `state` (a reader with fewer layers).
+    """
     if not layers:
         return state
     new = {int(old): n for n, old in enumerate(layers.split(","))}
+    held = {int(m.group(1)) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k))}
+    if not set(new) <= held:
+        raise UserError(f"--init-layers {layers}: the reader started from has layers "
+                        f"{', '.join(map(str, sorted(held)))} only", exit_code=2)
     out = {}
     for key, value in state.items():
         m = re.match(r"bert\.encoder\.layer\.(\d+)\.(.*)", key)
@@ -1025,7 +1033,7 @@ def run(args) -> int:
                         exit_code=2)
     if args.span < 0:
         raise UserError(f"--span must be 0 or more, not {args.span}", exit_code=2)
-    for name in ("perturb", "contrast", "reword", "mined_share"):
+    for name in ("perturb", "contrast", "reword", "mined_share", "distill_weight"):
         if not 0 <= getattr(args, name) <= 1:
             raise UserError(f"--{name.replace('_', '-')} must be from 0 to 1, not "
                             f"{getattr(args, name)}",
@@ -1035,9 +1043,6 @@ def run(args) -> int:
         if folder and not (folder / "reader.safetensors").is_file():
             raise UserError(f"--{name} {folder} holds no reader.safetensors; give a folder that "
                             f"qa train-reader wrote, such as qa/reader", exit_code=2)
-    if not 0 <= args.distill_weight <= 1:
-        raise UserError(f"--distill-weight must be from 0 to 1, not {args.distill_weight}",
-                        exit_code=2)
     if args.init_layers:
         picked = args.init_layers.split(",")
         if not args.init or len(picked) != args.layers or not all(

@@ -1,5 +1,6 @@
 """Question-to-answer p50 with each of several readers, alternating question by question on one
-engine, beside a bare question forward pass; `none` is the feature picker alone (README, "The reader": a distilled reader).
+engine, beside a bare question forward pass; `none` is the feature picker alone (README, "The
+reader": "A distilled 3-layer reader").
 
 Each reader folder needs its calibration.json (`bash scripts/reader_figures.sh calibrate` with
 READER=<folder>). Needs the indexes that script builds (default /tmp/qa-figures).

@@ -444,6 +444,9 @@ def test_a_distilled_run_starts_from_the_teachers_chosen_layers_and_learns_its_s
                        state["bert.encoder.layer.2.output.dense.weight"])
     assert torch.equal(picked["head.weight"], state["head.weight"])
     assert picked_layers(state, "") is state
+    with pytest.raises(UserError, match="--init-layers 0,3: the reader started from has "
+                                        "layers 0, 1, 2 only"):
+        picked_layers(state, "0,3")
 
     messages = []
     questions = [(p.question, p.reading()) for p in pairs[:6]]
