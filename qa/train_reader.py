@@ -600,6 +600,9 @@ def train(out: Path, ts: TrainSettings, *, pairs: list[Pair] | None = None, log=
     return export(merged(model, peft, log), out, ts, step, seconds, log, seen=seen)
 
 
+_LAYER = re.compile(r"bert\.encoder\.layer\.(\d+)\.(.*)")  # a layer's weight: its number, the rest
+
+
 def picked_layers(state: dict, layers: str) -> dict:
     """A reader's weights with the encoder layers named in `layers` ("0,2,4") renumbered 0, 1,
     2, ... and the others dropped; `state` itself when `layers` is empty.
@@ -610,13 +613,13 @@ def picked_layers(state: dict, layers: str) -> dict:
     if not layers:
         return state
     new = {int(old): n for n, old in enumerate(layers.split(","))}
-    held = {int(m.group(1)) for k in state if (m := re.match(r"bert\.encoder\.layer\.(\d+)\.", k))}
+    held = {int(m.group(1)) for k in state if (m := _LAYER.match(k))}
     if not set(new) <= held:
         raise UserError(f"--init-layers {layers}: the reader started from has layers "
                         f"{', '.join(map(str, sorted(held)))} only", exit_code=2)
     out = {}
     for key, value in state.items():
-        m = re.match(r"bert\.encoder\.layer\.(\d+)\.(.*)", key)
+        m = _LAYER.match(key)
         if m is None:
             out[key] = value
         elif int(m.group(1)) in new:

@@ -16,7 +16,6 @@ import os
 import random
 import re
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from qa.calibrate import gather
 from qa.engine import QA
 from qa.evaluation.data import Question, load_questions
 from qa.settings import QUESTIONS, default_settings
+from reader_latency import alternate  # this folder's: the two scripts time answers alike
 
 SQUAD = Path(__file__).resolve().parents[1].parent / "shared" / "beir" / "squad-v1.1-dev"
 HELD = r"^(2[4-9]|3[0-9]|4[0-7])_"
@@ -68,25 +68,16 @@ def latency(qa: QA, questions: list[Question], counts: list[int], rounds: int = 
     shipped = reader.calibration
     asked = [q.question for q in questions]
     random.Random(1).shuffle(asked)
-    asked = asked[:rounds]
-    for q in asked[:10]:
-        qa.ask(q, k=10)
-    times: dict[str, list[float]] = {str(k): [] for k in counts} | {"bare": []}
-    for q in asked:
-        for k in counts:
-            reader.calibration = dataclasses.replace(shipped, candidates=k)
-            started = time.perf_counter()
-            qa.ask(q, k=10)
-            times[str(k)].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        qa.encoder.encode([q])
-        times["bare"].append(time.perf_counter() - started)
+    times = alternate(qa, asked[:rounds], {
+        str(k): lambda k=k: setattr(reader, "calibration",
+                                    dataclasses.replace(shipped, candidates=k))
+        for k in counts})
     reader.calibration = shipped
     p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
     print(f"  bare question forward p50 {p50['bare']:.1f} ms; "
           + "; ".join(f"{k} read: p50 {p50[str(k)]:.1f} ms ({p50[str(k)] / p50['bare']:.1f}x)"
                       for k in counts)
-          + f" ({len(asked)} questions, load average {os.getloadavg()[0]:.1f})")
+          + f" ({len(times['bare'])} questions, load average {os.getloadavg()[0]:.1f})")
 
 
 def main(figures: Path, timed: bool) -> None:

@@ -11,6 +11,7 @@ import argparse
 import os
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,27 @@ from qa.engine import QA
 from qa.evaluation.data import load_questions
 from qa.reader import Reader
 from qa.settings import QUESTIONS, default_settings
+
+
+def alternate(qa: QA, asked: list[str], setups: dict[str, Callable[[], None]]
+              ) -> dict[str, list[float]]:
+    """Seconds per answer under each setup (a callable that sets the engine up), the setups
+    taking turns question by question, and per question a bare forward pass ("bare")."""
+    for q in asked[:10]:  # warm every setup and the encoder
+        for setup in setups.values():
+            setup()
+            qa.ask(q, k=10)
+    times: dict[str, list[float]] = {name: [] for name in setups} | {"bare": []}
+    for q in asked:
+        for name, setup in setups.items():
+            setup()
+            started = time.perf_counter()
+            qa.ask(q, k=10)
+            times[name].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        qa.encoder.encode([q])
+        times["bare"].append(time.perf_counter() - started)
+    return times
 
 
 def main() -> None:
@@ -31,20 +53,8 @@ def main() -> None:
     readers = {f: None if f == "none" else Reader(f) for f in args.readers}
     asked = [q.question for q in load_questions(QUESTIONS)] * args.rounds
     random.Random(1).shuffle(asked)
-    for q in asked[:10]:  # warm every reader and the encoder
-        for r in readers.values():
-            qa.picker.reader = r
-            qa.ask(q, k=10)
-    times: dict[str, list[float]] = {name: [] for name in readers} | {"bare": []}
-    for q in asked:
-        for name, r in readers.items():
-            qa.picker.reader = r
-            started = time.perf_counter()
-            qa.ask(q, k=10)
-            times[name].append(time.perf_counter() - started)
-        started = time.perf_counter()
-        qa.encoder.encode([q])
-        times["bare"].append(time.perf_counter() - started)
+    times = alternate(qa, asked, {name: lambda r=r: setattr(qa.picker, "reader", r)
+                                  for name, r in readers.items()})
     p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
     print(f"seeds, {len(asked)} questions, load average {os.getloadavg()[0]:.1f}; bare question "
           f"forward p50 {p50['bare']:.1f} ms")
