@@ -677,7 +677,8 @@ class Picker:
 
     def read(self, question: str, scored: list[tuple[float, Candidate]]
              ) -> tuple[list[tuple[float, Candidate]], dict[str, float]]:
-        """The reader re-reads the best candidates by feature score.
+        """The reader re-reads the best candidates by feature score (as many as its calibration
+        `reads`).
 
         Returns:
             every candidate with its combined score, best first (those the reader did not read
@@ -686,7 +687,7 @@ class Picker:
         """
         assert self.reader is not None and self.reader.calibration is not None
         rc = self.reader.calibration
-        top = scored[:rc.candidates]
+        top = scored[:rc.reads([s for s, _ in scored[:rc.candidates]])]
         logits = self.reader.score(question, [self.reading(c) for _, c in top])
         floor = float(logits.min()) - 1.0
         combined = [(rc.feature * s + rc.reader * float(x), i, c, float(x))

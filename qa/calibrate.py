@@ -13,6 +13,7 @@ or below `--max-wrong-abstain` on the training questions.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -41,6 +42,10 @@ if TYPE_CHECKING:
 
 # Per question: the question, its candidate sentences, the hits they came from, its vector.
 Gathered = tuple[Question, list[Candidate], list[Hit], np.ndarray]
+# The reader skips the candidates it could overturn only by an unusually wide margin: the reach
+# is fitted so that its winner is the one of reading all for this share of each tuning set's
+# questions (README, "The reader": "Reading as far as it can matter").
+KEEP_WINNER = 0.995
 
 
 def gather(qa: QA, questions: list[Question], retriever: str,
@@ -210,15 +215,43 @@ class _Memo:
         return np.array([self.cache[(question, p)] for p in pairs], dtype=np.float32)
 
 
+def fit_reach(rows: list[tuple[int, np.ndarray, np.ndarray]], feature: float, reader: float,
+              keep: float = KEEP_WINNER) -> float:
+    """The fewest logits of reach (ReaderCalibration.reads) with which the reader's winner is
+    the one it picks reading every candidate, for `keep` of each set's questions.
+
+    Args:
+        rows: per question, its set, its candidates' feature scores (best first) and their
+            reader logits.
+
+    >>> rows = [(0, np.array([3.0, 1.0]), np.array([0.0, 3.0])),  # the second wins: 2 logits
+    ...         (0, np.array([3.0, 2.0]), np.array([1.0, 0.0]))]  # the first wins: none
+    >>> fit_reach(rows, 1.0, 1.0, keep=0.5), fit_reach(rows, 1.0, 1.0, keep=1.0)
+    (0.0, 2.0)
+    """
+    if reader <= 0:
+        return math.inf  # the reader never overturns the feature score: nothing to skip
+    needs: dict[int, list[float]] = {}
+    for n, s, x in rows:
+        w = int(np.argmax(feature * s + reader * x))  # the first of equals, as Picker.read
+        needs.setdefault(n, []).append(feature * float(s[0] - s[w]) / reader)
+    reach = max(float(np.quantile(v, keep, method="inverted_cdf")) for v in needs.values())
+    return math.ceil(reach * 100) / 100
+
+
 def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
-                     max_wrong: float | Sequence[float] = 0.02, log=print):
-    """Fit how the reader's logits join the feature score, and the reader's abstention model.
+                     max_wrong: float | Sequence[float] = 0.02, log=print,
+                     reach: float | None = None):
+    """Fit how the reader's logits join the feature score, how far down it reads, and the
+    reader's abstention model.
 
     Args:
         sets: (engine, questions) pairs, as for `calibrate`; the engines' pickers keep their
             feature calibration.
         reader: a loaded qa.reader.Reader.
         candidates: how many of the feature picker's best sentences the reader reads.
+        reach: ReaderCalibration.reach; None fits it (`fit_reach`), math.inf reads every
+            candidate.
 
     Returns:
         the ReaderCalibration.
@@ -228,28 +261,43 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
 
     memo = _Memo(reader)
     gathered = [gather(qa, qs, retriever) for qa, qs in sets]
-    X, y, g = [], [], []
+    # Per question with candidates: its set, the question, its best candidates by feature score
+    # and their reader logits.
+    read = []
     for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
-        for m, (q, cands, *_) in enumerate(gs):
-            if not q.answerable or not cands:
-                continue
+        for q, cands, *_ in gs:
             top = sorted(((qa.picker.sentence_score(c), c) for c in cands),
                          key=lambda x: -x[0])[:candidates]
-            labels = [any(a in c.text for a in q.answers) for _, c in top]
-            if not any(labels) or all(labels):
-                continue
-            logits = memo.score(q.question, [qa.picker.reading(c) for _, c in top])
-            for (s, _), x, lab in zip(top, logits, labels):
-                X.append([s, float(x)])
-                y.append(int(lab))
-                g.append(n * 1_000_000 + m)
+            if top:
+                read.append((n, q, top, memo.score(q.question,
+                                                   [qa.picker.reading(c) for _, c in top])))
+    X, y, g = [], [], []
+    for m, (n, q, top, logits) in enumerate(read):
+        labels = [any(a in c.text for a in q.answers) for _, c in top]
+        if not q.answerable or not any(labels) or all(labels):
+            continue
+        for (s, _), x, lab in zip(top, logits, labels):
+            X.append([s, float(x)])
+            y.append(int(lab))
+            g.append(m)
     combine = fit_listwise(np.array(X), np.array(y), np.array(g), ("feature", "reader"))
     log(f"combined sentence score on {len(X)} sentences: {combine}")
-    cal = ReaderCalibration(sha256=reader.sha256, candidates=candidates,
-                            feature=combine["weights"]["feature"],
-                            reader=combine["weights"]["reader"],
+    feature, weight = combine["weights"]["feature"], combine["weights"]["reader"]
+    scores = [(n, np.array([s for s, _ in top]), logits) for n, _, top, logits in read]
+    fitted = reach is None
+    if reach is None:
+        reach = fit_reach(scores, feature, weight)
+    cal = ReaderCalibration(sha256=reader.sha256, candidates=candidates, feature=feature,
+                            reader=weight,
                             confidence=Linear(0.0, READER_FEATURES, (0.0,) * len(READER_FEATURES)),
-                            threshold=0.5)
+                            threshold=0.5, reach=reach)
+    if scores:
+        mean = np.mean([cal.reads(list(s)) for _, s, _ in scores])
+        kept = np.mean([cal.reads(list(s)) > int(np.argmax(feature * s + weight * x))
+                        for _, s, x in scores])
+        log(f"reach {reach} logits{' (fitted)' if fitted else ''}: the reader reads {mean:.2f} "
+            f"of at most {candidates} sentences a question on average, and its winner is the "
+            f"one of reading them all for {kept:.1%} of the tuning questions")
     memo.calibration = cal
     rows, set_of = [], []
     for n, ((qa, _), gs) in enumerate(zip(sets, gathered)):
@@ -266,7 +314,7 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
     return ReaderCalibration(sha256=reader.sha256, candidates=candidates, feature=cal.feature,
                              reader=cal.reader,
                              confidence=Linear.from_json(confidence, READER_FEATURES),
-                             threshold=round(threshold, 5))
+                             threshold=round(threshold, 5), reach=reach)
 
 
 def calibrate(sets, retriever: str = "hybrid", max_wrong: float | Sequence[float] = 0.02,
@@ -329,11 +377,37 @@ def add_arguments(p) -> None:
                    help="with --reader: the feature picker's best sentences it reads (default 4: "
                         "a point of snippet over 3 on the seeds and SQuAD 1.1, for about 6%% more "
                         "time an answer)")
+    p.add_argument("--reach", default="auto", metavar="LOGITS",
+                   help="with --reader: skip a candidate the reader could make the answer only "
+                        "by out-reading the best one by more than this many logits; auto (the "
+                        "default) fits it so that the answer is the one of reading them all "
+                        f"for {KEEP_WINNER * 100:g}%% of each set's questions; all reads every "
+                        "one")
     p.add_argument("--exclude-id", metavar="REGEX",
                    help="leave out questions whose id matches (e.g. questions kept for testing)")
     p.add_argument("--out", type=Path, default=PACKAGED_CALIBRATION,
                    help="where to write it (default: the packaged qa/calibration.json, copied "
                         "into every index built afterwards)")
+
+
+def reach_option(value: str) -> float | None:
+    """--reach: None for auto (fitted), math.inf for all, else a number of logits of at least 0.
+
+    >>> reach_option("auto"), reach_option("all"), reach_option("1.5")
+    (None, inf, 1.5)
+    """
+    if value == "auto":
+        return None
+    if value == "all":
+        return math.inf
+    try:
+        reach = float(value)
+    except ValueError:
+        reach = -1.0
+    if not 0 <= reach < math.inf:
+        raise UserError(f"--reach takes auto, all or a number of logits of at least 0, got "
+                        f"{value!r}", exit_code=2)
+    return reach
 
 
 def run(args) -> int:
@@ -355,6 +429,7 @@ def run(args) -> int:
     if not all(0 <= share < 1 for share in args.max_wrong_abstain):
         raise UserError(f"--max-wrong-abstain shares are from 0 to below 1, got "
                         f"{' '.join(map(str, args.max_wrong_abstain))}", exit_code=2)
+    reach = reach_option(args.reach)
     sets = []
     for values in args.on:
         if len(values) not in (2, 3):
@@ -380,7 +455,7 @@ def run(args) -> int:
             raise UserError(f"--candidates must be at least 1, got {args.candidates}")
         reader = Reader(args.reader, calibrated=False)
         fitted = calibrate_reader(sets, reader, args.candidates, args.retriever,
-                                  args.max_wrong_abstain, log=log)
+                                  args.max_wrong_abstain, log=log, reach=reach)
         out = args.reader / CALIBRATION
         out.write_text(json.dumps({**fitted.to_dict(), "fitted": " ".join(sys.argv[1:])},
                                   indent=2) + "\n")

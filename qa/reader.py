@@ -88,8 +88,10 @@ class ReaderCalibration:
     """How the reader's scores are used: fitted by `qa calibrate` for one reader (its sha256).
 
     The reader reads the `candidates` best sentences by the feature score; their score becomes
-    feature * (feature score) + reader * (reader logit). The confidence is a logistic model over
-    CONFIDENCE_FEATURES; abstain below `threshold`.
+    feature * (feature score) + reader * (reader logit). Of those it skips any whose feature score
+    is so far below the best one's that it would need to out-read it by more than `reach` logits
+    to win (inf: reads them all). The confidence is a logistic model over CONFIDENCE_FEATURES;
+    abstain below `threshold`.
     """
 
     sha256: str
@@ -98,6 +100,7 @@ class ReaderCalibration:
     reader: float
     confidence: Linear
     threshold: float
+    reach: float = math.inf
 
     def __post_init__(self) -> None:
         assert self.confidence.features == CONFIDENCE_FEATURES, self.confidence.features
@@ -125,18 +128,39 @@ class ReaderCalibration:
                 raise ValueError(f"{name!r} must be a number, got {c[name]!r}")
         if not 0 <= c["threshold"] <= 1:
             raise ValueError(f"'threshold' must be in [0, 1], got {c['threshold']!r}")
+        reach = c.get("reach", math.inf)  # absent (older calibrations): read every candidate
+        if not isinstance(reach, (int, float)) or isinstance(reach, bool) or not reach >= 0:
+            raise ValueError(f"'reach' must be a number of logits of at least 0, got {reach!r}")
         try:
             confidence = Linear.from_json(c["confidence"], CONFIDENCE_FEATURES)
         except ValueError as e:
             raise ValueError(f"confidence: {e}") from None
         return cls(sha256=c["sha256"], candidates=candidates, feature=float(c["feature"]),
                    reader=float(c["reader"]), confidence=confidence,
-                   threshold=float(c["threshold"]))
+                   threshold=float(c["threshold"]), reach=float(reach))
 
     def to_dict(self) -> dict:
+        reach = {"reach": self.reach} if math.isfinite(self.reach) else {}
         return {"sha256": self.sha256, "candidates": self.candidates, "feature": self.feature,
                 "reader": self.reader, "confidence": self.confidence.to_json(),
-                "threshold": self.threshold}
+                "threshold": self.threshold, **reach}
+
+    def reads(self, scores: Sequence[float]) -> int:
+        """How many of the best candidates, by feature score (best first), the reader reads: at
+        least the best, at most `candidates`, and none that would need more than `reach` logits
+        of the reader's to overtake the best.
+
+        >>> none = Linear(0.0, CONFIDENCE_FEATURES, (0.0,) * len(CONFIDENCE_FEATURES))
+        >>> cal = ReaderCalibration("x", 4, 0.5, 1.0, none, 0.1, reach=2.0)
+        >>> cal.reads([9.0, 7.0, 5.0, 4.0])  # 5.0 would need 0.5 * 4 = 2 logits, 4.0 needs 2.5
+        3
+        """
+        n = 1
+        for s in scores[1:self.candidates]:
+            if self.feature * (scores[0] - s) > self.reader * self.reach:
+                break
+            n += 1
+        return n
 
     def probability(self, features: dict[str, float]) -> float:
         z = self.confidence.score(features)

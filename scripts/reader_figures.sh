@@ -7,7 +7,8 @@
 # one each for the seeds, SQuAD 1.1 and SQuAD 2.0, space-separated (default "0.05 0.03 0.03",
 # as shipped); CANDIDATES: the sentences the reader reads (default 4, as shipped);
 # PICKERS: which pickers eval scores (default "default none"; "default" alone skips the feature picker);
-# READER: the reader folder to calibrate (default qa/reader, the packaged one; put it in PICKERS to eval it).
+# READER: the reader folder to calibrate (default qa/reader, the packaged one; put it in PICKERS to eval it);
+# REACH: how far down the candidates it reads, in logits (`qa calibrate --reach`: auto, all or a number).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 OMP_WAIT_POLICY=PASSIVE
@@ -27,7 +28,7 @@ fi
 if [ "${1:-all}" != eval ]; then
   # Tuning only: the seeds' first 72 questions (not the nm* ones), SQuAD 1.1 dev articles 0-23,
   # the odd non-held-out SQuAD 2.0 articles asked of their own paragraph, and off-topic pairs.
-  $qa calibrate --reader "${READER:-qa/reader}" --candidates "${CANDIDATES:-4}" --max-wrong-abstain ${MAX_WRONG:-0.05 0.03 0.03} --exclude-id '^nm' --limit 1000 \
+  $qa calibrate --reader "${READER:-qa/reader}" --candidates "${CANDIDATES:-4}" --reach "${REACH:-auto}" --max-wrong-abstain ${MAX_WRONG:-0.05 0.03 0.03} --exclude-id '^nm' --limit 1000 \
     --on "$OUT/seeds" tests/questions.jsonl \
     --on "$OUT/squad" "$SQUAD/questions.jsonl" "$TUNE" \
     --on "$OUT/squad2" "$OUT/squad2-data/questions-tune.jsonl" \

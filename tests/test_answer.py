@@ -337,17 +337,18 @@ def test_qa_calibrate_fits_both_models_on_the_seeds(seeds_index, tmp_path):
     Calibration.from_dict(cal)
 
 
-@pytest.mark.parametrize("shares,message", [
-    (["0.03", "0.05"], "one share, or one per --on set (1), got 2"),
-    (["1.5"], "shares are from 0 to below 1, got 1.5"),
+@pytest.mark.parametrize("args,message", [
+    (["--max-wrong-abstain", "0.03", "0.05"], "one share, or one per --on set (1), got 2"),
+    (["--max-wrong-abstain", "1.5"], "shares are from 0 to below 1, got 1.5"),
+    (["--reach", "-1"], "--reach takes auto, all or a number of logits of at least 0, got '-1'"),
+    (["--reach", "far"], "got 'far'"),
 ])
-def test_qa_calibrate_refuses_a_bad_max_wrong_abstain(seeds_index, tmp_path, capsys, shares,
-                                                     message):
+def test_qa_calibrate_refuses_a_bad_share_or_reach(seeds_index, tmp_path, capsys, args, message):
     from conftest import QUESTIONS
     from qa.cli import main
 
-    assert main(["calibrate", "--on", str(seeds_index), str(QUESTIONS), "--max-wrong-abstain",
-                 *shares, "--out", str(tmp_path / "c.json")]) == 2
+    assert main(["calibrate", "--on", str(seeds_index), str(QUESTIONS), *args,
+                 "--out", str(tmp_path / "c.json")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "c.json").exists()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import random
 import shutil
 import sys
@@ -560,6 +561,8 @@ def test_the_packaged_reader_calibration_loads_and_round_trips():
     (lambda c: c.update(candidates="6"), "'candidates' must be a whole number"),
     (lambda c: c["confidence"]["weights"].pop("feature_z"), "confidence: 'weights' lacks feature_z"),
     (lambda c: c.update(threshold=-1), "'threshold' must be in"),
+    (lambda c: c.update(reach=-0.5), "'reach' must be a number of logits of at least 0"),
+    (lambda c: c.update(reach="2"), "'reach' must be a number of logits"),
 ])
 def test_a_malformed_reader_calibration_is_named(change, message):
     raw = json.loads((PACKAGED_READER / CALIBRATION).read_text())
@@ -685,10 +688,12 @@ class FakeReader:
         return np.array([8.0 if self.favourite in p[1] else -8.0 for p in pairs], dtype=np.float32)
 
 
-def _calibration(candidates: int = 8, threshold: float = 0.5) -> ReaderCalibration:
+def _calibration(candidates: int = 8, threshold: float = 0.5, reach: float = math.inf
+                 ) -> ReaderCalibration:
     return ReaderCalibration("x", candidates, 0.1, 1.0,
                              Linear(0.0, CONFIDENCE_FEATURES,
-                                    (1.0,) + (0.0,) * (len(CONFIDENCE_FEATURES) - 1)), threshold)
+                                    (1.0,) + (0.0,) * (len(CONFIDENCE_FEATURES) - 1)), threshold,
+                             reach)
 
 
 def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
@@ -714,6 +719,47 @@ def test_the_reader_picks_among_the_feature_pickers_best_candidates(engine):
     picked = Picker(engine.index, engine.calibration, FakeReader(tenth, _calibration(3))).pick(
         question, qvec, hits)
     assert tenth not in picked.answer.text and picked.confidence < 0.01
+
+
+def test_the_reader_reads_no_further_than_its_reach(engine):
+    from qa.answer import Picker
+
+    question = "How many high-tech enterprises did Foshan have in 2020?"
+    qvec = engine.encoder.encode([question])[0]
+    hits = engine.retriever.search(question, k=8, qvec=qvec)
+    cands = Picker(engine.index, engine.calibration).candidates(question, qvec, hits)
+    scores = sorted((engine.picker.sentence_score(c) for c in cands), reverse=True)
+    third = sorted(((engine.picker.sentence_score(c), c) for c in cands),
+                   key=lambda x: -x[0])[2][1].text
+    # The reach that just takes in the third candidate (feature weight 0.1, reader 1.0): the
+    # reader reads three, and the third wins.
+    need = 0.1 * (scores[0] - scores[2])
+    assert 0 < need < 0.1 * (scores[0] - scores[3])
+    reader = FakeReader(third, _calibration(candidates=8, reach=need + 1e-9))
+    picked = Picker(engine.index, engine.calibration, reader).pick(question, qvec, hits)
+    assert reader.calls == [3] and third in picked.answer.text
+    # A reach short of it: the reader reads two, and the third cannot win.
+    reader = FakeReader(third, _calibration(candidates=8, reach=need * 0.99))
+    picked = Picker(engine.index, engine.calibration, reader).pick(question, qvec, hits)
+    assert reader.calls == [2] and third not in picked.answer.text
+    # No reach: the best alone.
+    reader = FakeReader(third, _calibration(candidates=8, reach=0.0))
+    Picker(engine.index, engine.calibration, reader).pick(question, qvec, hits)
+    assert reader.calls == [1]
+
+
+def test_fit_reach_keeps_each_sets_winners():
+    from qa.calibrate import fit_reach
+
+    # Set 0: 99 questions won by the best candidate, one by a candidate 1.5 logits behind; set 1:
+    # 9 won by the best, one by a candidate 3 logits behind (feature weight 0.5, reader 1).
+    best = (np.array([4.0, 1.0]), np.array([1.0, 0.0]))
+    rows = [(0, *best)] * 99 + [(0, np.array([4.0, 1.0]), np.array([0.0, 1.6]))]
+    rows += [(1, *best)] * 9 + [(1, np.array([6.0, 0.0]), np.array([0.0, 3.1]))]
+    assert fit_reach(rows, 0.5, 1.0, keep=0.995) == 3.0  # set 1's one of ten counts
+    assert fit_reach(rows[:100], 0.5, 1.0, keep=0.995) == 1.5
+    assert fit_reach(rows[:100], 0.5, 1.0, keep=0.98) == 0.0  # one of 100 may change
+    assert fit_reach(rows, 0.5, -1.0) == math.inf  # a reader weighed against: read them all
 
 
 def test_the_reader_is_handed_each_candidate_with_the_sentences_around_it(engine):
@@ -848,7 +894,16 @@ def test_calibrate_fits_a_reader_that_then_answers(tiny_reader, seeds_index, tmp
     cal = json.loads((folder / CALIBRATION).read_text())
     assert cal["candidates"] == 3 and cal["sha256"] == file_sha256(folder / WEIGHTS)
     assert set(cal["confidence"]["weights"]) == set(CONFIDENCE_FEATURES) >= {"read_best", "cover"}
+    err = capsys.readouterr().err
+    assert 0 <= cal["reach"] < 50 and f"reach {cal['reach']} logits (fitted)" in err
+    assert "winner is the one of reading them all for" in err
     engine = QA.open(Settings(index_dir=seeds_index, reader=str(folder)))
     assert engine.picker.threshold == cal["threshold"]
+    assert engine.picker.reader.calibration.reach == cal["reach"]
     result = engine.ask("When was Dongguan's application approved?")
     assert result.hits and 0.0 <= result.confidence <= 1.0
+    # --reach all: every candidate is read, and the file says nothing of a reach.
+    assert main(["calibrate", "--on", str(seeds_index), str(questions), "--reader", str(folder),
+                 "--candidates", "3", "--exclude-id", "^nm", "--reach", "all"]) == 0
+    assert "reach" not in json.loads((folder / CALIBRATION).read_text())
+    assert "reach inf logits: the reader reads 3.00 of at most 3" in capsys.readouterr().err
