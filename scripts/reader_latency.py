@@ -3,8 +3,10 @@ engine, beside a bare question forward pass; `none` is the feature picker alone 
 reader": "A distilled 3-layer reader").
 
 Each reader folder needs its calibration.json (`bash scripts/reader_figures.sh calibrate` with
-READER=<folder>). Needs the indexes that script builds (default /tmp/qa-figures).
-Usage: PYTHONPATH=$PWD python scripts/reader_latency.py [--figures DIR] [--rounds N] READER...
+READER=<folder>). Needs the indexes that script builds (default /tmp/qa-figures). `--squad N`
+asks N held-out SQuAD 1.1 questions of the SQuAD index instead of the seeds' of theirs.
+Usage: PYTHONPATH=$PWD python scripts/reader_latency.py [--figures DIR] [--rounds N] [--squad N]
+       READER...
 """
 
 import argparse
@@ -20,6 +22,8 @@ from qa.engine import QA
 from qa.evaluation.data import load_questions
 from qa.reader import Reader
 from qa.settings import QUESTIONS, default_settings
+
+SQUAD = Path(__file__).resolve().parents[1].parent / "shared/beir/squad-v1.1-dev/questions.jsonl"
 
 
 def alternate(qa: QA, asked: list[str], setups: dict[str, Callable[[], None]]
@@ -47,16 +51,23 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("readers", nargs="+", help="reader folders; none: the feature picker alone")
     p.add_argument("--figures", type=Path, default=Path("/tmp/qa-figures"))
-    p.add_argument("--rounds", type=int, default=3, help="passes over the seeds' questions")
+    p.add_argument("--rounds", type=int, default=3, help="passes over the questions")
+    p.add_argument("--squad", type=int, default=0, metavar="N",
+                   help="N held-out SQuAD 1.1 questions (articles 24-47) on the SQuAD index")
     args = p.parse_args()
-    qa = QA.open(default_settings(index_dir=args.figures / "seeds"))
+    where = "squad" if args.squad else "seeds"
+    qa = QA.open(default_settings(index_dir=args.figures / where))
     readers = {f: None if f == "none" else Reader(f) for f in args.readers}
-    asked = [q.question for q in load_questions(QUESTIONS)] * args.rounds
+    if args.squad:
+        held = [q.question for q in load_questions(SQUAD) if int(q.doc.split("_")[0]) >= 24]
+        asked = random.Random(8).sample(held, args.squad) * args.rounds
+    else:
+        asked = [q.question for q in load_questions(QUESTIONS)] * args.rounds
     random.Random(1).shuffle(asked)
     times = alternate(qa, asked, {name: lambda r=r: setattr(qa.picker, "reader", r)
                                   for name, r in readers.items()})
     p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}
-    print(f"seeds, {len(asked)} questions, load average {os.getloadavg()[0]:.1f}; bare question "
+    print(f"{where}, {len(asked)} questions, load average {os.getloadavg()[0]:.1f}; bare question "
           f"forward p50 {p50['bare']:.1f} ms")
     for name, r in readers.items():
         p95 = 1000 * float(np.percentile(times[name], 95))
