@@ -229,14 +229,17 @@ def fit_reach(rows: list[tuple[int, np.ndarray, np.ndarray]], feature: float, re
     >>> fit_reach(rows, 1.0, 1.0, keep=0.5), fit_reach(rows, 1.0, 1.0, keep=1.0)
     (0.0, 2.0)
     """
-    if reader <= 0:
-        return math.inf  # the reader never overturns the feature score: nothing to skip
-    needs: dict[int, list[float]] = {}
+    if reader <= 0 or feature <= 0:
+        return math.inf  # the feature score does not rank them as the reach assumes: read all
+    gaps: dict[int, list[float]] = {}  # the winner's feature score below the best one's
     for n, s, x in rows:
         w = int(np.argmax(feature * s + reader * x))  # the first of equals, as Picker.read
-        needs.setdefault(n, []).append(feature * float(s[0] - s[w]) / reader)
-    reach = max(float(np.quantile(v, keep, method="inverted_cdf")) for v in needs.values())
-    return math.ceil(reach * 100) / 100
+        gaps.setdefault(n, []).append(float(s[0] - s[w]))
+    gap = max(float(np.quantile(v, keep, method="inverted_cdf")) for v in gaps.values())
+    reach = math.ceil(feature * gap / reader * 100) / 100
+    while feature * gap > reader * reach:  # float error: reads' own test must take it in
+        reach = round(reach + 0.01, 2)
+    return reach
 
 
 def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
@@ -430,6 +433,8 @@ def run(args) -> int:
         raise UserError(f"--max-wrong-abstain shares are from 0 to below 1, got "
                         f"{' '.join(map(str, args.max_wrong_abstain))}", exit_code=2)
     reach = reach_option(args.reach)
+    if args.reach != "auto" and not args.reader:
+        raise UserError("--reach is for a reader's calibration: add --reader DIR", exit_code=2)
     sets = []
     for values in args.on:
         if len(values) not in (2, 3):

@@ -155,6 +155,8 @@ class ReaderCalibration:
         >>> cal.reads([9.0, 7.0, 5.0, 4.0])  # 5.0 would need 0.5 * 4 = 2 logits, 4.0 needs 2.5
         3
         """
+        if not math.isfinite(self.reach):
+            return max(1, min(len(scores), self.candidates))
         n = 1
         for s in scores[1:self.candidates]:
             if self.feature * (scores[0] - s) > self.reader * self.reach:

@@ -21,7 +21,9 @@ for `qa train-reader --mined OUT/mined.jsonl`, and prints the counts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import random
 import subprocess
 import sys
@@ -72,8 +74,8 @@ def mine(index: Path, questions: Path, out, limit: int, encoder) -> dict[str, in
     real = qa.picker.reader
     handed: list[tuple] = []
 
-    class Recorder:
-        calibration = real.calibration
+    class Recorder:  # handed every candidate the reader may read, whatever the reach
+        calibration = dataclasses.replace(real.calibration, reach=math.inf)
 
         def score(self, question, pairs):
             handed[:] = [tuple(p) for p in pairs]

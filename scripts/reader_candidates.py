@@ -12,6 +12,7 @@ Usage: PYTHONPATH=$PWD python scripts/reader_candidates.py [--latency] [FIGURES_
 """
 
 import dataclasses
+import math
 import os
 import random
 import re
@@ -54,7 +55,7 @@ def snippets(qa: QA, questions: list[Question], counts: list[int]) -> None:
     assert reader is not None and reader.calibration is not None
     shipped = reader.calibration
     for k in counts:
-        reader.calibration = dataclasses.replace(shipped, candidates=k)
+        reader.calibration = dataclasses.replace(shipped, candidates=k, reach=math.inf)
         hit = [picked.answer is not None and holds(picked.answer.text, q)
                for q, cands, hits, qvec in gathered if cands
                for picked in [qa.picker.pick(q.question, qvec, hits)]]
@@ -70,7 +71,8 @@ def latency(qa: QA, questions: list[Question], counts: list[int], rounds: int = 
     random.Random(1).shuffle(asked)
     times = alternate(qa, asked[:rounds], {
         str(k): lambda k=k: setattr(reader, "calibration",
-                                    dataclasses.replace(shipped, candidates=k))
+                                    dataclasses.replace(shipped, candidates=k,
+                                                        reach=math.inf))
         for k in counts})
     reader.calibration = shipped
     p50 = {k: 1000 * float(np.median(v)) for k, v in times.items()}

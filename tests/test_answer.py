@@ -342,6 +342,7 @@ def test_qa_calibrate_fits_both_models_on_the_seeds(seeds_index, tmp_path):
     (["--max-wrong-abstain", "1.5"], "shares are from 0 to below 1, got 1.5"),
     (["--reach", "-1"], "--reach takes auto, all or a number of logits of at least 0, got '-1'"),
     (["--reach", "far"], "got 'far'"),
+    (["--reach", "2"], "--reach is for a reader's calibration: add --reader DIR"),
 ])
 def test_qa_calibrate_refuses_a_bad_share_or_reach(seeds_index, tmp_path, capsys, args, message):
     from conftest import QUESTIONS

@@ -760,6 +760,20 @@ def test_fit_reach_keeps_each_sets_winners():
     assert fit_reach(rows[:100], 0.5, 1.0, keep=0.995) == 1.5
     assert fit_reach(rows[:100], 0.5, 1.0, keep=0.98) == 0.0  # one of 100 may change
     assert fit_reach(rows, 0.5, -1.0) == math.inf  # a reader weighed against: read them all
+    assert fit_reach(rows, -0.5, 1.0) == math.inf  # and a feature score weighed against
+    # Rounded up past float error: the fitted reach still reads the one winner from behind.
+    s, x = np.array([8.64, 1.0]), np.array([0.0, 7.65])
+    reach = fit_reach([(0, s, x)], 1.0, 1.0, keep=1.0)
+    assert reach >= 7.64 and _calibration(2, reach=reach).reads(list(s)) == 2
+
+
+def test_reads_counts_the_candidates_within_reach():
+    none = _calibration(4)
+    assert none.reads([9.0, 1.0, 0.0, -5.0, -9.0]) == 4 and none.reads([3.0, 2.0]) == 2
+    assert dataclasses.replace(none, reader=-1.0).reads([9.0, 1.0, 0.0]) == 3  # inf: all
+    within = _calibration(4, reach=0.5)  # feature weight 0.1: a gap of 5 needs 0.5 logits
+    assert within.reads([9.0, 4.0, 3.9, 3.0]) == 2 and within.reads([9.0]) == 1
+    assert _calibration(4, reach=0.0).reads([9.0, 9.0, 8.0]) == 2  # a tie needs no lead
 
 
 def test_the_reader_is_handed_each_candidate_with_the_sentences_around_it(engine):
