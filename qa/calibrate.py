@@ -215,6 +215,12 @@ class _Memo:
         return np.array([self.cache[(question, p)] for p in pairs], dtype=np.float32)
 
 
+def winner(s: np.ndarray, x: np.ndarray, feature: float, reader: float) -> int:
+    """The candidate that wins when the reader reads every one: the first of equals, as
+    Picker.read sorts them."""
+    return int(np.argmax(feature * s + reader * x))
+
+
 def fit_reach(rows: list[tuple[int, np.ndarray, np.ndarray]], feature: float, reader: float,
               keep: float = KEEP_WINNER) -> float:
     """The fewest logits of reach (ReaderCalibration.reads) with which the reader's winner is
@@ -233,8 +239,7 @@ def fit_reach(rows: list[tuple[int, np.ndarray, np.ndarray]], feature: float, re
         return math.inf  # the feature score does not rank them as the reach assumes: read all
     gaps: dict[int, list[float]] = {}  # the winner's feature score below the best one's
     for n, s, x in rows:
-        w = int(np.argmax(feature * s + reader * x))  # the first of equals, as Picker.read
-        gaps.setdefault(n, []).append(float(s[0] - s[w]))
+        gaps.setdefault(n, []).append(float(s[0] - s[winner(s, x, feature, reader)]))
     gap = max(float(np.quantile(v, keep, method="inverted_cdf")) for v in gaps.values())
     reach = math.ceil(feature * gap / reader * 100) / 100
     while feature * gap > reader * reach:  # float error: reads' own test must take it in
@@ -296,8 +301,7 @@ def calibrate_reader(sets, reader, candidates: int, retriever: str = "hybrid",
                             threshold=0.5, reach=reach)
     if scores:
         mean = np.mean([cal.reads(list(s)) for _, s, _ in scores])
-        kept = np.mean([cal.reads(list(s)) > int(np.argmax(feature * s + weight * x))
-                        for _, s, x in scores])
+        kept = np.mean([cal.reads(list(s)) > winner(s, x, feature, weight) for _, s, x in scores])
         log(f"reach {reach} logits{' (fitted)' if fitted else ''}: the reader reads {mean:.2f} "
             f"of at most {candidates} sentences a question on average, and its winner is the "
             f"one of reading them all for {kept:.1%} of the tuning questions")
